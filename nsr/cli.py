@@ -1,0 +1,110 @@
+"""What every command-line script shares: one-line errors, exit status 2, run metadata."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import sys
+from typing import Callable
+
+from .expressions import ExpressionError
+from .safe_io import InputError
+
+EXIT_BAD_INPUT = 2
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are a single line (no usage dump) with exit status 2."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def run_main(main: Callable[[list], int | None], argv=None) -> int:
+    """Call ``main``; bad input becomes one ``error:`` line on stderr and exit status 2."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "nsr"
+    try:
+        rc = main(sys.argv[1:] if argv is None else argv)
+        return int(rc or 0)
+    except (InputError, ExpressionError) as e:
+        sys.stderr.write(f"{prog}: error: {e}\n")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+
+
+def positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def nonneg_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def probability(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
+    return v
+
+
+def positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return v
+
+
+def finite_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return v
+
+
+def package_versions() -> dict:
+    from importlib import metadata  # reads package metadata without importing (torch is slow to import)
+
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "numba", "sympy", "torch", "transformers", "tokenizers", "safetensors"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def run_metadata(args=None) -> dict:
+    """Command, parameters, versions and time of a run, stored in every output file."""
+    return {
+        "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
+        "parameters": dict(vars(args)) if args is not None else {},
+        "package_versions": package_versions(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+    }

@@ -1,0 +1,168 @@
+"""The one place files are read and written: gzipped pickles, loaded safely.
+
+* Loading never runs code from the file: a restricted unpickler admits only
+  plain containers, numbers, strings and NumPy arrays/dtypes/scalars; anything
+  else (``os.system``, ``builtins.eval``, any class) is refused.
+* Every file is ``{'format': KIND, 'format_version': N, 'metadata': {...},
+  'records': [...]}`` and is checked against its kind's schema on load.
+* Writes are atomic: a temporary file in the same folder, fsynced, then
+  renamed, so an interrupted run never leaves a truncated file at the path.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import tempfile
+import zlib
+from typing import Callable, Optional
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class InputError(Exception):
+    """Bad input a user can fix; CLIs print it on one line and exit with status 2."""
+
+
+class UnsafePickleError(InputError):
+    pass
+
+
+_ALLOWED = {
+    ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"), ("builtins", "set"),
+    ("builtins", "frozenset"), ("builtins", "complex"), ("builtins", "bytearray"),
+    ("collections", "OrderedDict"),
+}
+for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _ALLOWED |= {(_mod, "_reconstruct"), (_mod, "scalar")}
+for _mod in ("numpy.core.numeric", "numpy._core.numeric"):
+    _ALLOWED.add((_mod, "_frombuffer"))
+_ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype")}
+_ALLOWED_PREFIX = ("numpy.dtypes",)  # the concrete dtype classes (Float64DType, ...) of NumPy 2
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in _ALLOWED or (module.startswith(_ALLOWED_PREFIX) and name.endswith("DType")):
+            return super().find_class(module, name)
+        raise UnsafePickleError(f"refusing to load {module}.{name}: the file may only hold plain data")
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError("refusing to load a pickle with persistent ids")
+
+
+def _check_plain(obj, path, depth=0):
+    """Object arrays would smuggle arbitrary objects through NumPy: refuse them."""
+    if depth > 64:
+        return
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise InputError(f"{path}: object arrays are not allowed in data files")
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _check_plain(v, path, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            if isinstance(v, (dict, list, tuple, np.ndarray)):
+                _check_plain(v, path, depth + 1)
+
+
+def loads(data: bytes, path: str = "<bytes>"):
+    """Unpickle plain data (gzip already removed)."""
+    try:
+        obj = _SafeUnpickler(io.BytesIO(data)).load()
+    except UnsafePickleError as e:
+        raise UnsafePickleError(f"{path}: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            ImportError, MemoryError) as e:
+        raise InputError(f"{path}: corrupt pickle ({type(e).__name__}: {e})") from None
+    _check_plain(obj, path)
+    return obj
+
+
+def read_gzip_pickle(path: str):
+    if not os.path.exists(path):
+        raise InputError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder, not a file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
+    if raw[:2] != b"\x1f\x8b":
+        raise InputError(f"{path}: not a gzip file")
+    try:
+        data = gzip.decompress(raw)
+    except (EOFError, OSError, zlib.error) as e:
+        raise InputError(f"{path}: truncated or corrupt gzip ({e})") from None
+    return loads(data, path)
+
+
+def load(path: str, kind: str, validate: Optional[Callable] = None):
+    """Load a file of ``kind`` ('expressions', 'traces', ...) and check its schema."""
+    obj = read_gzip_pickle(path)
+    if not isinstance(obj, dict) or "format" not in obj or "records" not in obj:
+        raise InputError(f"{path}: not a {kind} file (expected a dict with 'format' and 'records')")
+    if obj["format"] != kind:
+        raise InputError(f"{path}: is a {obj['format']!r} file, expected {kind!r}")
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(f"{path}: format version {version!r} is not supported (this toolkit reads {FORMAT_VERSION})")
+    if not isinstance(obj.get("metadata", {}), dict) or not isinstance(obj["records"], list):
+        raise InputError(f"{path}: 'metadata' must be a dict and 'records' a list")
+    obj.setdefault("metadata", {})
+    if validate is not None:
+        validate(obj, path)
+    return obj
+
+
+def dumps(kind: str, metadata: dict, records: list) -> bytes:
+    payload = {"format": kind, "format_version": FORMAT_VERSION, "metadata": metadata, "records": records}
+    return gzip.compress(pickle.dumps(payload, protocol=4), compresslevel=6, mtime=0)
+
+
+def atomic_write_bytes(path: str, data: bytes):
+    """Write via a temporary file in the same folder, then rename over ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder}: output folder does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{folder}: output folder is not writable")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save(path: str, kind: str, metadata: dict, records: list):
+    atomic_write_bytes(path, dumps(kind, metadata, records))
+
+
+def ensure_output_dir(folder: str):
+    """Create an output folder, or raise an InputError naming why it cannot be used."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{folder}: cannot create output folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{folder}: output folder is not writable")
