@@ -23,7 +23,7 @@ import numpy as np
 FORMAT_VERSION = 1
 
 
-class InputError(Exception):
+class InputError(ValueError):
     """Bad input a user can fix; CLIs print it on one line and exit with status 2."""
 
 

@@ -1,0 +1,130 @@
+"""The compiled (numba) kernels against the NumPy reference and their structural guarantees."""
+import numpy as np
+import pytest
+
+from nsr import kernels
+from nsr.datasets import sample_tree
+from nsr.expressions import Primitives, depth, evaluate, format_infix, resolve_operators, subtree_end
+
+FULL_BINARY, FULL_UNARY = resolve_operators("full")
+CONSTANTS = ("1.0", "-1.0", "0.5", "2.0", "0.0", "3.0")
+
+
+def _encode_batch(prims, programs):
+    width = max(len(p) for p in programs)
+    codes = np.zeros((len(programs), width), dtype=np.int16)
+    lengths = np.zeros(len(programs), dtype=np.int64)
+    for i, p in enumerate(programs):
+        codes[i, : len(p)] = prims.encode(p)
+        lengths[i] = len(p)
+    return codes, lengths, width
+
+
+def _nan_for_nonfinite(a):
+    a = np.array(a, dtype=np.float64)
+    a[~np.isfinite(a)] = np.nan
+    return a
+
+
+def _ill_conditioned_points(tokens, X, limit=1e6):
+    """Points where some subtree's value exceeds ``limit`` in magnitude: there a last-bit
+    difference between two correct libm implementations (exp, pow) is amplified by what
+    follows (sin of 1e13, x - y of two huge values), so the two evaluators may differ."""
+    bad = np.zeros(len(X), dtype=bool)
+    with np.errstate(all="ignore"):
+        for i in range(len(tokens)):
+            v = evaluate(tokens[i:subtree_end(tokens, i)], X)
+            bad |= np.isfinite(v) & (np.abs(v) > limit)
+    return bad
+
+
+def test_predict_batch_agrees_with_numpy_reference_on_random_programs():
+    prims = Primitives(FULL_BINARY, FULL_UNARY, 3, constants=[float(c) for c in CONSTANTS])
+    rng = np.random.default_rng(10)
+    programs = [sample_tree(rng, FULL_BINARY, FULL_UNARY, int(rng.integers(0, 10)), prims.variables, CONSTANTS,
+                            p_var=0.6) for _ in range(500)]
+    # points that hit the protected cases: zeros, negatives, integers, fractions
+    X = np.vstack([np.linspace(-2.0, 2.0, 21)[:, None].repeat(3, axis=1) * [1.0, -1.0, 0.5],
+                   np.random.default_rng(11).uniform(-3, 3, size=(30, 3))])
+    codes, lengths, width = _encode_batch(prims, programs)
+    got = kernels.predict_batch(codes, lengths, np.ascontiguousarray(X.T), prims.constants, width)
+    assert got.shape == (len(programs), len(X))
+    some_nonfinite = compared = 0
+    for i, p in enumerate(programs):
+        want = evaluate(p, X)
+        some_nonfinite += not np.all(np.isfinite(want))
+        ok = ~_ill_conditioned_points(p, X)
+        compared += ok.sum()
+        np.testing.assert_array_equal(np.isfinite(got[i][ok]), np.isfinite(want[ok]), err_msg=format_infix(p))
+        assert np.allclose(_nan_for_nonfinite(got[i][ok]), _nan_for_nonfinite(want[ok]), rtol=1e-9, atol=1e-12,
+                           equal_nan=True), format_infix(p)
+    assert some_nonfinite > 20  # the sample does exercise the non-finite cases
+    assert compared > 0.9 * len(programs) * len(X)
+
+
+def test_mse_is_inf_when_any_point_is_non_finite():
+    prims = Primitives(FULL_BINARY, FULL_UNARY, 1, constants=(1.0, -1.0))
+    X = np.array([[0.0], [1.0], [2.0], [-1.0]])
+    y = np.array([0.0, 1.0, 2.0, -1.0])
+    programs = [("x0",), ("^", "x0", "-1.0"), ("+", "x0", "1.0")]
+    codes, lengths, width = _encode_batch(prims, programs)
+    hashes = kernels.hash_rows(codes, lengths)
+    mse, n_eval = kernels.mse_cached(codes, lengths, hashes, np.ascontiguousarray(X.T), y, prims.constants,
+                                     kernels.new_cache(), width)
+    assert n_eval == 3
+    assert mse[0] == 0.0
+    assert mse[1] == np.inf  # 1/x0 is inf at 0: the whole candidate is non-finite
+    assert mse[2] == pytest.approx(1.0)
+
+
+def test_mse_cache_evaluates_each_program_once():
+    prims = Primitives(("+", "*"), (), 1)
+    X = np.linspace(-1, 1, 5)[:, None]
+    y = X[:, 0] * 2
+    programs = [("x0",), ("+", "x0", "x0"), ("x0",), ("+", "x0", "x0"), ("*", "x0", "1.0")]
+    codes, lengths, width = _encode_batch(prims, programs)
+    hashes = kernels.hash_rows(codes, lengths)
+    assert hashes[0] == hashes[2] and hashes[1] == hashes[3] and len(set(hashes.tolist())) == 3
+    cache = kernels.new_cache()
+    Xt = np.ascontiguousarray(X.T)
+    mse, n_eval = kernels.mse_cached(codes, lengths, hashes, Xt, y, prims.constants, cache, width)
+    assert n_eval == 3
+    mse2, n_eval2 = kernels.mse_cached(codes, lengths, hashes, Xt, y, prims.constants, cache, width)
+    assert n_eval2 == 0
+    np.testing.assert_array_equal(mse, mse2)
+    assert mse[1] == 0.0 and mse[0] == mse[2]
+
+
+@pytest.mark.parametrize("max_size,max_depth", [(1, 3), (3, 2), (7, 4), (25, 4), (12, 6)])
+def test_random_population_respects_size_and_depth(max_size, max_depth):
+    prims = Primitives(FULL_BINARY, FULL_UNARY, 2)
+    rng = np.random.default_rng(max_size)
+    codes, lengths = kernels.random_population(200, rng, max_depth, max_size, prims.op_codes, prims.leaf_codes)
+    for c, n in zip(codes, lengths):
+        tokens = prims.decode(c[:n])
+        assert 1 <= len(tokens) <= max_size
+        assert depth(tokens) <= max_depth
+        format_infix(tokens)  # well formed
+
+
+def test_breed_children_are_well_formed_and_within_max_size():
+    prims = Primitives(FULL_BINARY, FULL_UNARY, 2)
+    rng = np.random.default_rng(12)
+    max_size = 9
+    pop, lens = kernels.random_population(40, rng, 4, max_size, prims.op_codes, prims.leaf_codes)
+    fitness = rng.standard_normal(40)
+    for _ in range(5):
+        children, clens, parents, ops = kernels.breed(pop, lens, fitness, 39, rng, 3, 0.7, 4, max_size,
+                                                      prims.op_codes, prims.leaf_codes)
+        for k in range(39):
+            tokens = prims.decode(children[k, : clens[k]])
+            format_infix(tokens)
+            assert len(tokens) <= max_size
+            if ops[k] == kernels.CROSSOVER:
+                assert parents[k, 0] >= 0 and parents[k, 1] >= 0
+            else:
+                assert ops[k] == kernels.MUTATION and parents[k, 0] >= 0 and parents[k, 1] == -1
+            assert np.all(parents[k] < 40)
+        assert {kernels.CROSSOVER, kernels.MUTATION} <= set(ops.tolist())
+        pop, lens = children, clens
+        fitness = rng.standard_normal(39)

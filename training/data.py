@@ -1,0 +1,319 @@
+"""Trace files -> supervised examples for the model.
+
+A *state* is one generation of one problem: the prompt (context + population
+with quantised errors, see :mod:`nsr.tokenizer`). Its *targets* are what the
+expert made next:
+
+* expert traces: the children of generation g+1 (the elite copy excluded);
+* DAgger traces: the expert's labels for the state the model visited
+  (``expert_expressions``), so states come from the model and targets from
+  the expert.
+
+Target selection (``--targets``): ``all`` children; ``ancestors``, only
+children the final best descends from (``ancestors_of_best``; for DAgger
+labels, which are not part of the rollout, this falls back to ``all``);
+``improved``, only children fitter than all their parents.
+
+Modes: ``one_step`` (each target is one child, ``tokens <eos>``) or
+``autoregressive`` (one target per state: the whole next population
+``c1 <sep> c2 ... <eos>``; needs ``--targets all``).
+
+Problems, never states, are split between train and validation: a problem's
+side is a hash of its target expression, so it is the same in every file.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nsr import safe_io
+from nsr.expressions import ExpressionError, parse
+from nsr.safe_io import InputError
+from nsr.tokenizer import Vocab, error_token
+from nsr.traces import load_traces
+
+TARGET_MODES = ("all", "ancestors", "improved")
+MODES = ("one_step", "autoregressive")
+
+
+@dataclass
+class Examples:
+    """Flat arrays: prompts and targets as concatenated int16 token ids with offsets."""
+
+    prompts: list = field(default_factory=list)
+    targets: list = field(default_factory=list)  # per state: list of target id arrays
+    problems: list = field(default_factory=list)  # per state: problem key
+
+    def add(self, prompt, targets, problem):
+        self.prompts.append(np.asarray(prompt, dtype=np.int16))
+        self.targets.append([np.asarray(t, dtype=np.int16) for t in targets])
+        self.problems.append(problem)
+
+    def __len__(self):
+        return len(self.prompts)
+
+    @property
+    def n_targets(self):
+        return sum(len(t) for t in self.targets)
+
+    @property
+    def n_tokens(self):
+        return sum(len(p) for p in self.prompts) + sum(len(x) for ts in self.targets for x in ts)
+
+    def to_record(self, split):
+        p_off = np.cumsum([0] + [len(p) for p in self.prompts]).astype(np.int64)
+        flat_t = [t for ts in self.targets for t in ts]
+        t_off = np.cumsum([0] + [len(t) for t in flat_t]).astype(np.int64)
+        t_state = np.repeat(np.arange(len(self.targets)), [len(ts) for ts in self.targets]).astype(np.int64)
+        return {
+            "split": split,
+            "prompts": np.concatenate(self.prompts) if self.prompts else np.zeros(0, np.int16),
+            "prompt_offsets": p_off,
+            "targets": np.concatenate(flat_t) if flat_t else np.zeros(0, np.int16),
+            "target_offsets": t_off,
+            "target_state": t_state,
+            "problems": list(self.problems),
+        }
+
+    @classmethod
+    def from_record(cls, r):
+        ex = cls()
+        po, to = r["prompt_offsets"], r["target_offsets"]
+        ex.prompts = [r["prompts"][po[i]:po[i + 1]] for i in range(len(po) - 1)]
+        ex.targets = [[] for _ in ex.prompts]
+        for j, s in enumerate(r["target_state"].tolist()):
+            ex.targets[s].append(r["targets"][to[j]:to[j + 1]])
+        ex.problems = list(r["problems"])
+        return ex
+
+    def extend(self, other):
+        self.prompts += other.prompts
+        self.targets += other.targets
+        self.problems += other.problems
+
+
+def is_validation(problem_key: str, val_fraction: float) -> bool:
+    h = int(hashlib.sha256(problem_key.encode()).hexdigest()[:8], 16)
+    return (h % 10000) < val_fraction * 10000
+
+
+class _Parser:
+    """Infix -> prefix tokens, memoised (populations repeat across generations)."""
+
+    def __init__(self):
+        self.memo = {}
+
+    def __call__(self, text):
+        t = self.memo.get(text)
+        if t is None:
+            try:
+                t = parse(text)
+            except ExpressionError as e:
+                raise InputError(f"unparseable expression in trace: {e}") from None
+            self.memo[text] = t
+        return t
+
+
+def state_members(gen, scale, parse_fn, max_members):
+    """Unique (error token, tokens) pairs, best fitness first, as the proposer sees them."""
+    fit = np.asarray(gen["fitnesses"], dtype=np.float64)
+    mses = gen.get("mses")
+    order = np.argsort(-fit, kind="stable")
+    seen, out = set(), []
+    for i in order.tolist():
+        text = gen["expressions"][i]
+        if text in seen:
+            continue
+        seen.add(text)
+        mse = float(mses[i]) if mses is not None else np.inf if not np.isfinite(fit[i]) else max(-fit[i], 0.0) * scale
+        out.append((error_token(mse, scale), parse_fn(text)))
+        if len(out) >= max_members:
+            break
+    return out
+
+
+def _select(next_gen, prev_gen, ancestors, mode, expert_labels):
+    """Indices of the targets to keep (elite copies never)."""
+    if expert_labels:
+        exprs = next_gen["expert_expressions"]
+        idx = list(range(len(exprs)))
+        if mode == "improved":
+            fit = next_gen.get("expert_fitnesses")
+            if fit is None:
+                raise InputError("DAgger trace lacks expert_fitnesses; --targets improved needs them")
+            pf = np.asarray(prev_gen["fitnesses"], dtype=np.float64)
+            idx = [i for i in idx if next_gen["expert_heritages"][i]
+                   and fit[i] > max(pf[h] for h in next_gen["expert_heritages"][i])]
+        return idx
+    ops = next_gen["operators"]
+    idx = [i for i in range(len(ops)) if ops[i] != "elite"]
+    if mode == "ancestors":
+        keep = set(ancestors)
+        idx = [i for i in idx if i in keep]
+    elif mode == "improved":
+        pf = np.asarray(prev_gen["fitnesses"], dtype=np.float64)
+        nf = np.asarray(next_gen["fitnesses"], dtype=np.float64)
+        idx = [i for i in idx if next_gen["heritages"][i] and nf[i] > max(pf[h] for h in next_gen["heritages"][i])]
+    return idx
+
+
+def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_members=32, parse_fn=None,
+                   source_name=""):
+    """Yield (prompt ids, [target ids], problem key) for every state of one trace record."""
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if targets not in TARGET_MODES:
+        raise InputError(f"unknown target selection {targets!r} (choose from {', '.join(TARGET_MODES)})")
+    if mode == "autoregressive" and targets != "all":
+        raise InputError("autoregressive mode predicts whole populations: use --targets all")
+    parse_fn = parse_fn or _Parser()
+    nv = int(record["num_vars"])
+    ops = list(record.get("binary_operators", [])) + list(record.get("unary_operators", []))
+    consts = [repr(float(c)) for c in record.get("constants", [1.0])]
+    try:
+        vocab.check_supports(nv, ops, consts)
+    except ValueError as e:
+        raise InputError(f"{source_name}: record {record.get('expression_id')}: {e}") from None
+    y = np.asarray(record["y"], dtype=np.float64)
+    var = float(np.var(y))
+    scale = var if var > 1e-300 else 1.0
+    key = str(record.get("target_expression") or f"{source_name}:{record.get('expression_id')}")
+    traj = record["trajectory"]
+    gens = traj["generations"]
+    dagger = bool(record.get("dagger")) or (gens and "expert_expressions" in gens[0])
+    ancestors = traj.get("ancestors_of_best") or [[] for _ in gens]
+    sep, eos = vocab.sep, vocab.eos
+    last = len(gens) if dagger else len(gens) - 1
+    for g in range(last):
+        state = gens[g]
+        label_gen = state if dagger else gens[g + 1]
+        if dagger and "expert_expressions" not in state:
+            raise InputError(f"{source_name}: record {record.get('expression_id')} generation {g} lacks expert labels")
+        sel = _select(label_gen, state, ancestors[g + 1] if not dagger and g + 1 < len(ancestors) else [],
+                      "all" if (dagger and targets == "ancestors") else targets, dagger)
+        if not sel:
+            continue
+        members = state_members(state, scale, parse_fn, max_members)
+        prompt = vocab.prompt(nv, ops, consts, int(state.get("generation", g)), members,
+                              autoregressive=(mode == "autoregressive"))
+        exprs = label_gen["expert_expressions"] if dagger else label_gen["expressions"]
+        child_ids = [vocab.encode_tokens(parse_fn(exprs[i])) for i in sel]
+        if mode == "one_step":
+            tgts = [c + [eos] for c in child_ids]
+        else:
+            seq = []
+            for k, c in enumerate(child_ids):
+                if k:
+                    seq.append(sep)
+                seq += c
+            tgts = [seq + [eos]]
+        yield prompt, tgts, key
+
+
+def convert_files(paths, vocab=None, mode="one_step", targets="all", max_members=32, val_fraction=0.05,
+                  progress=None):
+    """(train Examples, validation Examples, stats) from trace files (expert and/or DAgger)."""
+    vocab = vocab or Vocab()
+    train, val = Examples(), Examples()
+    parse_fn = _Parser()
+    stats = {"files": [], "records": 0, "states": 0}
+    for path in paths:
+        obj = load_traces(path)
+        n0 = len(train) + len(val)
+        for r in obj["records"]:
+            for prompt, tgts, key in convert_record(r, vocab, mode, targets, max_members, parse_fn,
+                                                    os.path.basename(path)):
+                (val if is_validation(key, val_fraction) else train).add(prompt, tgts, key)
+            stats["records"] += 1
+            if progress:
+                progress(1)
+        stats["files"].append({"path": os.path.abspath(path), "records": len(obj["records"]),
+                               "states": len(train) + len(val) - n0,
+                               "source": obj["metadata"].get("source"), "dagger": bool(obj["metadata"].get("dagger"))})
+    stats["states"] = len(train) + len(val)
+    if len(train) == 0:
+        raise InputError("the training set is empty: no states with targets in " + ", ".join(paths))
+    return train, val, stats
+
+
+def save_examples(path, train: Examples, val: Examples, metadata: dict):
+    safe_io.save(path, "examples", metadata, [train.to_record("train"), val.to_record("val")])
+
+
+def validate_examples(obj, path):
+    recs = obj["records"]
+    splits = {r.get("split") for r in recs if isinstance(r, dict)}
+    if splits != {"train", "val"}:
+        raise InputError(f"{path}: expected a train and a val split, found {sorted(map(str, splits))}")
+    for r in recs:
+        for k in ("prompts", "prompt_offsets", "targets", "target_offsets", "target_state"):
+            if not isinstance(r.get(k), np.ndarray):
+                raise InputError(f"{path}: split {r['split']} lacks array {k!r}")
+
+
+def load_examples(path):
+    """(train, val, metadata) from an examples file written by prepare_data.py."""
+    obj = safe_io.load(path, "examples", validate_examples)
+    by = {r["split"]: Examples.from_record(r) for r in obj["records"]}
+    return by["train"], by["val"], obj["metadata"]
+
+
+# ----------------------------------------------------------------------------
+# batches
+
+
+def pack_batch(prompts, targets_per_state, pad_id):
+    """Rows [prompt][t1][t2]... with segment ids, positions and label indices (numpy)."""
+    lengths = [len(p) + sum(len(t) for t in ts) for p, ts in zip(prompts, targets_per_state)]
+    B, L = len(prompts), max(lengths)
+    ids = np.full((B, L), pad_id, dtype=np.int64)
+    seg = np.full((B, L), -1, dtype=np.int64)
+    pos = np.zeros((B, L), dtype=np.int64)
+    rows, at, labels = [], [], []
+    for b, (p, ts) in enumerate(zip(prompts, targets_per_state)):
+        T = len(p)
+        ids[b, :T] = p
+        seg[b, :T] = 0
+        pos[b, :T] = np.arange(T)
+        o = T
+        for j, t in enumerate(ts, start=1):
+            n = len(t)
+            ids[b, o:o + n] = t
+            seg[b, o:o + n] = j
+            pos[b, o:o + n] = T + np.arange(n)
+            # token k of the child is predicted at the previous position: the prompt's last for k = 0
+            rows += [b] * n
+            at += [T - 1] + list(range(o, o + n - 1))
+            labels += list(t)
+            o += n
+    return ids, pos, seg, np.array(rows), np.array(at), np.array(labels, dtype=np.int64)
+
+
+class BatchSampler:
+    """Random states, up to ``children`` random targets each, from one explicit generator."""
+
+    def __init__(self, examples: Examples, batch_size, children, rng: np.random.Generator):
+        self.ex, self.batch_size, self.children, self.rng = examples, batch_size, children, rng
+
+    def sample(self):
+        ex, rng = self.ex, self.rng
+        idx = rng.integers(0, len(ex), size=self.batch_size)
+        prompts, tgts = [], []
+        for i in idx.tolist():
+            ts = ex.targets[i]
+            if len(ts) > self.children:
+                pick = rng.choice(len(ts), size=self.children, replace=False)
+                ts = [ts[k] for k in sorted(pick.tolist())]
+            prompts.append(ex.prompts[i])
+            tgts.append(ts)
+        return prompts, tgts
+
+    def iterate_all(self):
+        """Every state once, every target, in order (deterministic validation)."""
+        ex = self.ex
+        for s in range(0, len(ex), self.batch_size):
+            idx = range(s, min(s + self.batch_size, len(ex)))
+            yield [ex.prompts[i] for i in idx], [ex.targets[i] for i in idx]
