@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from nsr.cli import ArgumentParser, finite_float, nonneg_int, positive_int, run_main
-from nsr.datasets import DEFAULT_EXPRESSIONS, load_expressions
+from nsr.datasets import DEFAULT_EXPRESSIONS, file_constants, file_operator_set, load_expressions
 from nsr.expressions import OPERATOR_SETS, arity, evaluate, parse, variables_used
 from nsr.safe_io import InputError
 from nsr.sr import BasicSR, validate_xy
@@ -57,8 +57,8 @@ def main(argv):
         data = load_expressions(path)
         recs = data["records"][: args.max_expressions]
         problems = [(r.get("expression", str(r["id"])), r["X"], r["y"]) for r in recs]
-        operator_set = args.operator_set or data["metadata"].get("operator_set", "arith")
-        constants = args.constants or data["metadata"].get("constants", [1.0])
+        operator_set = file_operator_set(data["metadata"], args.operator_set, path)
+        constants = file_constants(data["metadata"], args.constants, path)
     print(f"{'target':<45} {'found':<45} {'MSE':>10} {'time':>7}")
     for i, (target, X, y) in enumerate(problems):
         try:

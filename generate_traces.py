@@ -13,7 +13,7 @@ import sys
 from nsr import safe_io
 from nsr.cli import (ArgumentParser, finite_float, nonneg_int, positive_float, positive_int, probability, run_main,
                      run_metadata)
-from nsr.datasets import DEFAULT_EXPRESSIONS, count_label, load_expressions
+from nsr.datasets import DEFAULT_EXPRESSIONS, count_label, file_constants, file_operator_set, load_expressions
 from nsr.expressions import OPERATOR_SETS
 from nsr.runner import RunSpec, run_traces
 from nsr.safe_io import InputError
@@ -84,10 +84,8 @@ def main(argv):
     args = parse_args(argv)
     data = load_expressions(args.expressions_file)
     meta_in = data["metadata"]
-    operator_set = args.operator_set or meta_in.get("operator_set") or "arith"
-    if operator_set not in OPERATOR_SETS:
-        raise InputError(f"{args.expressions_file}: unknown operator set {operator_set!r} in its metadata")
-    constants = args.constants or meta_in.get("constants") or [1.0]
+    operator_set = file_operator_set(meta_in, args.operator_set, args.expressions_file)
+    constants = file_constants(meta_in, args.constants, args.expressions_file)
     indexed = list(enumerate(data["records"]))
     if args.max_expressions:
         indexed = indexed[: args.max_expressions]
@@ -107,7 +105,7 @@ def main(argv):
     output = args.output or os.path.join(args.output_dir, name + ".pkl.gz")
     if os.path.abspath(output) == os.path.abspath(args.expressions_file):
         raise InputError(f"{output}: the output path is the input file")
-    safe_io.ensure_output_dir(os.path.dirname(os.path.abspath(output)))
+    safe_io.check_output_file(output)
 
     spec = RunSpec(
         population_size=args.population_size, num_generations=args.num_generations, max_depth=args.max_depth,

@@ -80,7 +80,7 @@ def main(argv):
                   "x_range": [args.x_min, args.x_max], "noise": args.noise, "seed": args.seed,
                   "excluded_files": [os.path.basename(p) for p in args.exclude]}
     path = args.output or os.path.join(args.output_dir, name)
-    safe_io.ensure_output_dir(os.path.dirname(os.path.abspath(path)))
+    safe_io.check_output_file(path)
     meta = run_metadata(args)
     meta.update(params)
     safe_io.save(path, "expressions", meta, records)

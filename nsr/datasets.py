@@ -80,11 +80,36 @@ def validate_expressions(obj, path):
         if not np.all(np.isfinite(X)) or not np.all(np.isfinite(y)):
             raise InputError(f"{path}: record {rid}: X or y contains NaN or inf")
         nv = r.get("num_vars", X.shape[1])
+        if isinstance(nv, bool) or not isinstance(nv, (int, np.integer)):
+            raise InputError(f"{path}: record {rid}: num_vars must be an integer, got {nv!r}")
         if nv != X.shape[1]:
             raise InputError(f"{path}: record {rid}: num_vars is {nv} but X has {X.shape[1]} columns")
         expr = r.get("expression")
         if expr is not None and not isinstance(expr, str):
             raise InputError(f"{path}: record {rid}: expression must be a string")
+
+
+def file_operator_set(meta: dict, override=None, path="") -> str:
+    """The operator set to use: the flag, else the file's own, else arith."""
+    from .expressions import OPERATOR_SETS
+
+    name = override or meta.get("operator_set") or "arith"
+    if not isinstance(name, str) or name not in OPERATOR_SETS:
+        raise InputError(f"{path}: unknown operator set {name!r} in its metadata (choose from {', '.join(OPERATOR_SETS)})")
+    return name
+
+
+def file_constants(meta: dict, override=None, path="") -> tuple:
+    """The constants to use: the flag, else the file's own, else (1.0,)."""
+    consts = override if override else meta.get("constants") or [1.0]
+    if not isinstance(consts, (list, tuple)) or not consts:
+        raise InputError(f"{path}: 'constants' in its metadata must be a non-empty list of numbers")
+    out = []
+    for c in consts:
+        if isinstance(c, bool) or not isinstance(c, (int, float, np.integer, np.floating)) or not np.isfinite(c):
+            raise InputError(f"{path}: constant {c!r} in its metadata is not a finite number")
+        out.append(float(c))
+    return tuple(out)
 
 
 def load_expressions(path: str) -> dict:

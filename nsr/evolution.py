@@ -155,12 +155,14 @@ class Problem:
         self.parents_history.append(parents)
         if cfg.collect_trajectory:
             exprs = [self._format(h, i) for i, h in enumerate(hashes.tolist())]
+            with np.errstate(over="ignore"):  # beyond float32 range becomes inf, as it should
+                fit32, mse32 = self.fitness.astype(np.float32), self.mse.astype(np.float32)
             self.generations.append({
                 "generation": self.generation,
                 "population_size": len(self.lengths),
                 "expressions": exprs,
-                "fitnesses": self.fitness.astype(np.float32),
-                "mses": self.mse.astype(np.float32),
+                "fitnesses": fit32,
+                "mses": mse32,
                 "heritages": [[int(a) for a in row if a >= 0] for row in parents.tolist()],
                 "operators": [OPERATOR_NAMES[o] for o in ops.tolist()],
                 "best_fitness": float(self.fitness[best]),

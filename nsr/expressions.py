@@ -164,7 +164,7 @@ def variables_used(tokens: Sequence[str]) -> set:
 
 
 def format_infix(tokens: Sequence[str]) -> str:
-    """Parenthesised infix: ``(x0 + 1.0)``, ``sin(x0)``; exact inverse of :func:`parse`."""
+    """Parenthesised infix: ``(x0 + 1.0)``, ``sin(x0)``, ``(x0 * (-1.0))``; exact inverse of :func:`parse`."""
     out: list[str] = []
     pos = _format(tokens, 0, out)
     if pos != len(tokens):
@@ -176,7 +176,8 @@ def _format(tokens, i, out):
     tok = tokens[i]
     a = arity(tok)
     if a == 0:
-        out.append(tok)
+        # negative constants in parentheses: "(-1.0) ^ 2.0" must not read as -(1.0 ^ 2.0)
+        out.append(f"({tok})" if tok[0] == "-" else tok)
         return i + 1
     if a == 1:
         out.append(tok + "(")

@@ -18,6 +18,7 @@ from .sr import SRBase, validate_xy
 from .traces import seed_for
 
 DEFAULT_CHECKPOINT = os.path.join(ROOT, "training", "checkpoints", "default")
+DEFAULT_AR_CHECKPOINT = os.path.join(ROOT, "training", "checkpoints", "default_ar")
 
 
 class BatchedNeuralSR(SRBase):

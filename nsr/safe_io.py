@@ -54,20 +54,18 @@ class _SafeUnpickler(pickle.Unpickler):
         raise UnsafePickleError("refusing to load a pickle with persistent ids")
 
 
-def _check_plain(obj, path, depth=0):
-    """Object arrays would smuggle arbitrary objects through NumPy: refuse them."""
-    if depth > 64:
-        return
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise InputError(f"{path}: object arrays are not allowed in data files")
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            _check_plain(v, path, depth + 1)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            if isinstance(v, (dict, list, tuple, np.ndarray)):
-                _check_plain(v, path, depth + 1)
+def _check_plain(obj, path):
+    """Object arrays would smuggle arbitrary objects through NumPy: refuse them (at any depth)."""
+    stack = [obj]
+    while stack:
+        o = stack.pop()
+        if isinstance(o, np.ndarray):
+            if o.dtype.hasobject:
+                raise InputError(f"{path}: object arrays are not allowed in data files")
+        elif isinstance(o, dict):
+            stack.extend(v for v in o.values() if isinstance(v, (dict, list, tuple, set, frozenset, np.ndarray)))
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(v for v in o if isinstance(v, (dict, list, tuple, set, frozenset, np.ndarray)))
 
 
 def loads(data: bytes, path: str = "<bytes>"):
@@ -128,6 +126,8 @@ def dumps(kind: str, metadata: dict, records: list) -> bytes:
 def atomic_write_bytes(path: str, data: bytes):
     """Write via a temporary file in the same folder, then rename over ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder; give a file path")
     if not os.path.isdir(folder):
         raise InputError(f"{folder}: output folder does not exist")
     if not os.access(folder, os.W_OK):
@@ -156,6 +156,13 @@ def _umask():
 
 def save(path: str, kind: str, metadata: dict, records: list):
     atomic_write_bytes(path, dumps(kind, metadata, records))
+
+
+def check_output_file(path: str):
+    """Fail early (before any work) if ``path`` cannot be written as a file."""
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder; give a file path")
+    ensure_output_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def ensure_output_dir(folder: str):

@@ -25,7 +25,6 @@ def run_cli(script, args, timeout=120, **kwargs):
     """Run one of the repository's scripts in a fresh interpreter from the repository root."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
-    env.setdefault("PYTHONHASHSEED", "0")
     env.update(kwargs.pop("env", {}))
     cmd = [sys.executable, SCRIPTS.get(script, script)] + [str(a) for a in args]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kwargs)

@@ -64,25 +64,21 @@ def test_round_trip_keeps_constants_exactly():
 
 
 def test_round_trip_with_negative_constants_outside_powers():
-    # A negative constant anywhere but as the base of '^' (see the xfail below).
+    # Negative constants are written in parentheses, so they round trip anywhere.
     for tokens in [("+", "x0", "-1.0"), ("-", "-1.0", "x0"), ("*", "-0.5", "x1"), ("sin", "-1.0"),
                    ("^", "x0", "-1.0"), ("/", "-3.25", "-", "x0", "-1.0"), ("-1.0",), ("exp", "*", "-1.0", "x0")]:
         text = format_infix(tokens)
         assert parse(text) == tokens, text
 
 
-@pytest.mark.xfail(reason="BUG: '(-1.0 ^ x0)' parses as -(1.0 ^ x0): a negative constant as the base of '^' "
-                          "does not round trip (and changes the value)", strict=True)
 def test_round_trip_negative_constant_as_power_base():
     tokens = ("^", "-1.0", "2.0")
-    text = format_infix(tokens)  # '(-1.0 ^ 2.0)', i.e. (-1)^2 = 1
+    text = format_infix(tokens)  # '((-1.0) ^ 2.0)', i.e. (-1)^2 = 1
     assert parse(text) == tokens
     X = np.zeros((1, 1))
     assert evaluate(parse(text), X)[0] == pytest.approx(1.0)
 
 
-@pytest.mark.xfail(reason="BUG: random trees with negative constants do not round trip "
-                          "(negative constant as the base of '^')", strict=True)
 def test_round_trip_over_random_trees_with_negative_constants():
     for tokens in random_trees(600, SIGNED_CONSTANTS, seed=2):
         assert parse(format_infix(tokens)) == tokens, format_infix(tokens)

@@ -53,8 +53,8 @@ def run_ok(args, **kw):
     return proc
 
 
-@pytest.fixture
-def five_expressions(tmp_path):
+@pytest.fixture(scope="module")
+def five_expressions(tmp_path_factory):
     """Five arith problems of one or two variables, not all solvable at once."""
     rng = np.random.default_rng(0)
     recs = []
@@ -63,8 +63,7 @@ def five_expressions(tmp_path):
         X = rng.uniform(-2, 2, size=(25, nv))
         y = X[:, 0] ** 2 + X[:, 0] * (i + 1) if nv == 1 else X[:, 0] * X[:, 1] - X[:, 1] * i
         recs.append({"id": 100 + i, "expression": f"problem {i}", "X": X, "y": y, "num_vars": nv})
-    folder = tmp_path / "in"
-    folder.mkdir()
+    folder = tmp_path_factory.mktemp("in")
     return write_expressions(folder / "five_c05.pkl.gz", recs, {"operator_set": "arith", "constants": [1.0]})
 
 
@@ -107,6 +106,7 @@ def test_no_argument_run_on_the_shipped_default_file(tmp_path):
     solved = sum(r["final_mse"] <= SOLVED_MSE for r in recs)
     summary = [ln for ln in proc.stdout.splitlines() if ln.startswith("solved")]
     assert summary and f"solved {solved}/10" in summary[0] and "mean time per expression" in summary[0]
+    assert "expressions" in proc.stderr and "10/10" in proc.stderr  # the progress bar
     assert open(DEFAULT_EXPRESSIONS, "rb").read() == src_before
 
 
@@ -114,9 +114,9 @@ def test_no_argument_run_on_the_shipped_default_file(tmp_path):
 # records
 
 
-@pytest.fixture
-def traced(tmp_path, five_expressions):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory, five_expressions):
+    out = tmp_path_factory.mktemp("traced") / "out"
     proc = run_ok(["--expressions_file", five_expressions, "--output_dir", out, "--num_generations", 10,
                    "--population_size", 15, "--num_workers", 1, "--seed", 7])
     return proc, out, five_expressions
@@ -161,12 +161,13 @@ def test_record_format(traced):
         assert len(rec["trajectory"]["best_progression"]) == len(gens)
 
 
-def test_max_expressions(tmp_path, five_expressions):
+def test_max_expressions_and_quiet(tmp_path, five_expressions):
     out = tmp_path / "out"
-    run_ok(["--expressions_file", five_expressions, "--output_dir", out, "--num_generations", 5,
+    proc = run_ok(["--expressions_file", five_expressions, "--output_dir", out, "--num_generations", 5,
             "--population_size", 10, "--max_expressions", 2, "--quiet"])
     recs = load_traces(str(out / "gen5_five_c05.pkl.gz"))["records"]
     assert [r["expression_id"] for r in recs] == [100, 101]
+    assert proc.stdout == "" and proc.stderr == ""  # --quiet
 
 
 def test_generation_count_label_in_the_name(tmp_path):
@@ -206,7 +207,7 @@ def test_shards_together_equal_the_unsharded_run(tmp_path, five_expressions):
     s1 = load_traces(str(out / "gen8_five_c05_shard1of2.pkl.gz"))["records"]
     assert [r["expression_id"] for r in s0] == [100, 102, 104]
     assert [r["expression_id"] for r in s1] == [101, 103]
-    merged = sorted(s0 + s1, key=lambda r: r["index"])
+    merged = sorted(s0 + s1, key=lambda r: r["expression_id"])
     assert len(merged) == len(full)
     for a, b in zip(full, merged):
         assert a["final_expression"] == b["final_expression"]

@@ -178,6 +178,15 @@ def test_object_arrays_are_refused(tmp_path):
                 safe_io.load(path, "k")
 
 
+def test_deeply_nested_object_arrays_are_refused():
+    obj = np.array([1, "a"], dtype=object)
+    for _ in range(70):
+        obj = [obj]
+    data = pickle.dumps({"format": "k", "format_version": FORMAT_VERSION, "metadata": {}, "records": [obj]})
+    with pytest.raises(InputError, match="object"):
+        safe_io.loads(data)
+
+
 # ----------------------------------------------------------------------------
 # damaged or foreign files
 

@@ -138,8 +138,8 @@ def state_members(gen, scale, parse_fn, max_members):
 def _select(next_gen, prev_gen, ancestors, mode, expert_labels):
     """Indices of the targets to keep (elite copies never)."""
     if expert_labels:
-        exprs = next_gen["expert_expressions"]
-        idx = list(range(len(exprs)))
+        ops = next_gen["expert_operators"]
+        idx = [i for i in range(len(ops)) if ops[i] != "elite"]
         if mode == "improved":
             fit = next_gen.get("expert_fitnesses")
             if fit is None:

@@ -284,7 +284,7 @@ def main(argv):
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         opt.step()
         step += 1
-        running.append(float(loss))
+        running.append(float(loss.detach()))
         bar.update(1)
         if step % args.eval_every == 0 or step == args.steps:
             entry = {"step": step, "train_loss": float(np.mean(running)), "lr": lr_at(step - 1, args),
