@@ -165,31 +165,63 @@ def variables_used(tokens: Sequence[str]) -> set:
 
 def format_infix(tokens: Sequence[str]) -> str:
     """Parenthesised infix: ``(x0 + 1.0)``, ``sin(x0)``, ``(x0 * (-1.0))``; exact inverse of :func:`parse`."""
-    out: list[str] = []
-    pos = _format(tokens, 0, out)
-    if pos != len(tokens):
-        raise ExpressionError(f"trailing tokens after a complete expression: {tokens!r}")
-    return "".join(out)
+    stack = []
+    for tok in reversed(tokens):
+        a = ARITY.get(tok)
+        if a is None:
+            if tok not in _VAR_INDEX and not is_constant(tok):
+                raise ExpressionError(f"unknown token {tok!r}")
+            # negative constants in parentheses: "(-1.0) ^ 2.0" must not read as -(1.0 ^ 2.0)
+            stack.append(f"({tok})" if tok[0] == "-" else tok)
+        elif len(stack) < a:
+            raise ExpressionError(f"not a well-formed prefix expression: {tuple(tokens)!r}")
+        elif a == 1:
+            stack.append(f"{tok}({stack.pop()})")
+        else:
+            left = stack.pop()
+            stack.append(f"({left} {tok} {stack.pop()})")
+    if len(stack) != 1:
+        raise ExpressionError(f"not a well-formed prefix expression: {tuple(tokens)!r}")
+    return stack[0]
 
 
-def _format(tokens, i, out):
-    tok = tokens[i]
-    a = arity(tok)
-    if a == 0:
-        # negative constants in parentheses: "(-1.0) ^ 2.0" must not read as -(1.0 ^ 2.0)
-        out.append(f"({tok})" if tok[0] == "-" else tok)
-        return i + 1
-    if a == 1:
-        out.append(tok + "(")
-        i = _format(tokens, i + 1, out)
-        out.append(")")
-        return i
-    out.append("(")
-    i = _format(tokens, i + 1, out)
-    out.append(f" {tok} ")
-    i = _format(tokens, i, out)
-    out.append(")")
-    return i
+def _parse_canonical(text: str):
+    """Fast path for the canonical format of :func:`format_infix` (None if the text is not in it)."""
+    ops, out = [], []
+    for t in text.replace("(", " ( ").replace(")", " ) ").split():
+        if t == "(" or t in _FUNCTIONS:
+            ops.append(t)
+        elif t in _CANON_BINARY:
+            ops.append(t)
+        elif t == ")":
+            if not ops:
+                return None
+            top = ops.pop()
+            if top in _CANON_BINARY:
+                if len(out) < 2 or not ops or ops.pop() != "(":
+                    return None
+                right = out.pop()
+                out[-1] = [top] + out[-1] + right
+            elif top != "(" or not out:
+                return None
+            if ops and ops[-1] in _FUNCTIONS:
+                out[-1] = [ops.pop()] + out[-1]
+        elif t in _VAR_INDEX:
+            out.append([t])
+        else:
+            try:
+                v = float(t)
+            except ValueError:
+                return None
+            if v != v or v in (math.inf, -math.inf):
+                return None
+            out.append([repr(v)])
+    if len(out) != 1 or ops:
+        return None
+    return tuple(out[0])
+
+
+_CANON_BINARY = frozenset(BINARY_OPERATORS)
 
 
 _TOKEN_RE = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|(\*\*|[-+*/^()])|([A-Za-z_][A-Za-z_0-9]*))")
@@ -208,6 +240,9 @@ def parse(text: str) -> tuple:
     """
     if not isinstance(text, str):
         raise ExpressionError(f"expected a string, got {type(text).__name__}")
+    fast = _parse_canonical(text)
+    if fast is not None and is_valid(fast):
+        return fast
     lexemes = []
     pos = 0
     text_stripped = text.rstrip()

@@ -46,11 +46,13 @@ class Examples:
     prompts: list = field(default_factory=list)
     targets: list = field(default_factory=list)  # per state: list of target id arrays
     problems: list = field(default_factory=list)  # per state: problem key
+    weights: list = field(default_factory=list)  # per state: relative sampling weight
 
-    def add(self, prompt, targets, problem):
+    def add(self, prompt, targets, problem, weight=1.0):
         self.prompts.append(np.asarray(prompt, dtype=np.int16))
         self.targets.append([np.asarray(t, dtype=np.int16) for t in targets])
         self.problems.append(problem)
+        self.weights.append(float(weight))
 
     def __len__(self):
         return len(self.prompts)
@@ -76,6 +78,7 @@ class Examples:
             "target_offsets": t_off,
             "target_state": t_state,
             "problems": list(self.problems),
+            "weights": np.asarray(self.weights, dtype=np.float32),
         }
 
     @classmethod
@@ -87,12 +90,14 @@ class Examples:
         for j, s in enumerate(r["target_state"].tolist()):
             ex.targets[s].append(r["targets"][to[j]:to[j + 1]])
         ex.problems = list(r["problems"])
+        ex.weights = r["weights"].tolist() if "weights" in r else [1.0] * len(ex.prompts)
         return ex
 
-    def extend(self, other):
+    def extend(self, other, weight=1.0):
         self.prompts += other.prompts
         self.targets += other.targets
         self.problems += other.problems
+        self.weights += [w * weight for w in other.weights]
 
 
 def is_validation(problem_key: str, val_fraction: float) -> bool:
@@ -214,19 +219,24 @@ def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_mem
 
 
 def convert_files(paths, vocab=None, mode="one_step", targets="all", max_members=32, val_fraction=0.05,
-                  progress=None):
-    """(train Examples, validation Examples, stats) from trace files (expert and/or DAgger)."""
+                  progress=None, weights=None):
+    """(train Examples, validation Examples, stats) from trace files (expert and/or DAgger).
+
+    ``weights`` (one per file) scale how often each file's states are sampled in training."""
     vocab = vocab or Vocab()
+    weights = list(weights) if weights else [1.0] * len(paths)
+    if len(weights) != len(paths):
+        raise InputError(f"{len(weights)} weights for {len(paths)} trace files")
     train, val = Examples(), Examples()
     parse_fn = _Parser()
     stats = {"files": [], "records": 0, "states": 0}
-    for path in paths:
+    for path, w in zip(paths, weights):
         obj = load_traces(path)
         n0 = len(train) + len(val)
         for r in obj["records"]:
             for prompt, tgts, key in convert_record(r, vocab, mode, targets, max_members, parse_fn,
                                                     os.path.basename(path)):
-                (val if is_validation(key, val_fraction) else train).add(prompt, tgts, key)
+                (val if is_validation(key, val_fraction) else train).add(prompt, tgts, key, w)
             stats["records"] += 1
             if progress:
                 progress(1)
@@ -297,10 +307,15 @@ class BatchSampler:
 
     def __init__(self, examples: Examples, batch_size, children, rng: np.random.Generator):
         self.ex, self.batch_size, self.children, self.rng = examples, batch_size, children, rng
+        w = np.asarray(examples.weights, dtype=np.float64)
+        self.p = None if len(w) == 0 or np.all(w == w[0]) else w / w.sum()
 
     def sample(self):
         ex, rng = self.ex, self.rng
-        idx = rng.integers(0, len(ex), size=self.batch_size)
+        if self.p is None:
+            idx = rng.integers(0, len(ex), size=self.batch_size)
+        else:
+            idx = rng.choice(len(ex), size=self.batch_size, p=self.p)
         prompts, tgts = [], []
         for i in idx.tolist():
             ts = ex.targets[i]

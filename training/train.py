@@ -31,6 +31,8 @@ def parse_args(argv):
     p = ArgumentParser(description="Train the neural proposer on SR traces.")
     src = p.add_argument_group("data")
     src.add_argument("--traces", nargs="+", default=[], help="trace files (expert and/or DAgger)")
+    src.add_argument("--trace_weights", type=positive_float, nargs="+", default=None,
+                     help="sampling weight per --traces file (e.g. oversample DAgger data)")
     src.add_argument("--data", nargs="+", default=[], help="examples files from training/prepare_data.py")
     src.add_argument("--mode", choices=MODES, default="one_step")
     src.add_argument("--targets", choices=TARGET_MODES, default="all")
@@ -66,6 +68,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if not args.traces and not args.data and not args.resume:
         p.error("give --traces or --data (or --resume)")
+    if args.trace_weights and len(args.trace_weights) != len(args.traces):
+        p.error(f"--trace_weights has {len(args.trace_weights)} values for {len(args.traces)} --traces files")
     if args.weight_decay < 0:
         p.error("--weight_decay must be >= 0")
     return args
@@ -183,7 +187,7 @@ def main(argv):
         with open(os.path.join(resume_from, "training_state.json")) as f:
             state = json.load(f)
         saved = state["args"]
-        for k in ("traces", "data", "mode", "targets", "val_fraction", "max_prompt_members"):
+        for k in ("traces", "trace_weights", "data", "mode", "targets", "val_fraction", "max_prompt_members"):
             setattr(args, k, saved[k])
 
     # data
@@ -199,7 +203,7 @@ def main(argv):
         data_stats = {"examples_files": [os.path.abspath(p) for p in args.data]}
     else:
         train, val, data_stats = convert_files(args.traces, vocab, args.mode, args.targets, args.max_prompt_members,
-                                               args.val_fraction)
+                                               args.val_fraction, weights=args.trace_weights)
     if len(train) == 0:
         raise InputError("the training set is empty")
     data_stats.update(train_states=len(train), train_targets=train.n_targets, train_tokens=train.n_tokens,
