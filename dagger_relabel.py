@@ -17,7 +17,7 @@ from nsr import safe_io
 from nsr.cli import ArgumentParser, nonneg_int, positive_int, run_main, run_metadata
 from nsr.dagger import LABELS, Relabeler
 from nsr.safe_io import InputError
-from nsr.traces import load_traces, seed_for
+from nsr.traces import load_traces
 
 
 def default_output(path):
@@ -57,7 +57,7 @@ def main(argv):
     t0 = time.perf_counter()
     records = []
     for i, r in enumerate(tqdm(data["records"], disable=args.quiet, desc="relabel", unit="traj")):
-        records.append(relabeler.relabel_record(r, seed_for(args.seed, i), where=f"{args.input}: record {i}: "))
+        records.append(relabeler.relabel_record(r, args.seed, i, where=f"{args.input}: record {i}: "))
     elapsed = time.perf_counter() - t0
     new_meta = dict(meta)
     new_meta.update(dagger=True, original_source=source, relabel=run_metadata(args),

@@ -13,7 +13,6 @@ import os
 import sys
 import time
 
-import numpy as np
 
 from nsr.cli import ArgumentParser, nonneg_int, positive_float, positive_int, run_main
 from nsr.datasets import generate_dataset, load_expressions

@@ -20,7 +20,6 @@ from nsr.cli import (ArgumentParser, finite_float, nonneg_int, positive_int, pro
 from nsr.datasets import (EXPRESSIONS_DIR, count_label, function_signature, generate_dataset,  # noqa: E402
                           load_expressions, nguyen_records, target_tokens)
 from nsr.expressions import OPERATOR_SETS  # noqa: E402
-from nsr.safe_io import InputError  # noqa: E402
 
 
 def parse_args(argv):

@@ -9,8 +9,9 @@ the operator used. The labels are stored beside the neural data as
 ``expert_fitnesses``; nothing recorded by the rollout is changed.
 
 ``best_of_k``: the expert proposes k candidates per child slot and the fittest
-is the label. Candidate 0 of every slot is exactly the plain expert label from
-the same random stream, so best-of-k labels are never less fit.
+is the label. Every state has its own generator (``SeedSequence([seed,
+record index, generation])``), and candidate 0 of every slot is exactly the
+plain expert label from that stream, so best-of-k labels are never less fit.
 """
 from __future__ import annotations
 
@@ -56,10 +57,10 @@ class Relabeler:
             self._parse[text] = t
         return t
 
-    def relabel_record(self, record, rng: np.random.Generator, where="") -> dict:
+    def relabel_record(self, record, seed: int, index: int, where="") -> dict:
         prims = primitives_of(record)
         cfg = _config_of(record)
-        problem = Problem(record["X"], record["y"], prims, rng, cfg, record.get("expression_id"))
+        problem = Problem(record["X"], record["y"], prims, None, cfg, record.get("expression_id"))
         out = dict(record)
         traj = dict(record["trajectory"])
         new_gens = []
@@ -67,6 +68,7 @@ class Relabeler:
             exprs, fits = gen.get("expressions"), gen.get("fitnesses")
             if exprs is None or fits is None or len(exprs) != len(fits) or not len(exprs):
                 raise InputError(f"{where}generation {g} lacks a population with fitnesses")
+            problem.rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), g]))
             new_gens.append(self.relabel_state(problem, gen, g))
         traj["generations"] = new_gens
         out["trajectory"] = traj

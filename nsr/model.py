@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from .safe_io import InputError
-from .tokenizer import VOCAB_VERSION, Vocab, vocab_from_hf
+from .tokenizer import VOCAB, VOCAB_VERSION, Vocab, vocab_tokens
 
 MODEL_SIZES = {
     # name: (hidden, layers, heads, intermediate)
@@ -92,10 +92,27 @@ def find_checkpoint(path: str) -> str:
     return os.path.join(path, max(steps)[1])
 
 
-def load_checkpoint(path: str, device=None, dtype=None) -> LoadedCheckpoint:
-    """Load and check a checkpoint; every problem becomes an InputError naming it."""
+def quiet_transformers():
+    """No progress bars or load reports from transformers: our CLIs print one-line errors."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    except ImportError:  # older hub versions: nothing to silence
+        pass
+
+
+def load_checkpoint(path: str, device=None, dtype=None, expect_mode=None) -> LoadedCheckpoint:
+    """Load and check a checkpoint; every problem becomes an InputError naming it.
+
+    ``expect_mode`` ('one_step' / 'autoregressive') is checked from config.json before the weights load."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     path = find_checkpoint(path)
     dev = resolve_device(device)
     for f in ("config.json", "tokenizer.json"):
@@ -108,16 +125,20 @@ def load_checkpoint(path: str, device=None, dtype=None) -> LoadedCheckpoint:
             raw = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise InputError(f"{path}/config.json: unreadable ({e})") from None
+    mode = (raw.get("nsr") or {}).get("mode", "one_step")
+    if expect_mode is not None and mode != expect_mode:
+        raise InputError(f"{path}: the checkpoint was trained in {mode} mode, but {expect_mode} mode was asked for")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        vocab = vocab_from_hf(tokenizer)
+        tokens = vocab_tokens(tokenizer)
     except Exception as e:  # transformers raises many types for a broken tokenizer folder
-        raise InputError(f"{path}: cannot load tokenizer ({type(e).__name__}: {e})") from None
-    if raw.get("vocab_size") != len(vocab):
-        raise InputError(f"{path}: tokenizer has {len(vocab)} tokens but the model expects {raw.get('vocab_size')}: "
+        raise InputError(f"{path}: cannot load tokenizer ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if raw.get("vocab_size") != len(tokens):
+        raise InputError(f"{path}: tokenizer has {len(tokens)} tokens but the model expects {raw.get('vocab_size')}: "
                          f"they do not belong together")
-    if vocab.tokens != Vocab().tokens:
+    if tokens != VOCAB:
         raise InputError(f"{path}: tokenizer vocabulary differs from this toolkit's (vocab version {VOCAB_VERSION})")
+    vocab = Vocab(tokens)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     try:
@@ -126,7 +147,6 @@ def load_checkpoint(path: str, device=None, dtype=None) -> LoadedCheckpoint:
     except Exception as e:
         raise InputError(f"{path}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
     model.to(dev).eval()
-    mode = (getattr(model.config, "nsr", None) or raw.get("nsr") or {}).get("mode", "one_step")
     return LoadedCheckpoint(model, tokenizer, vocab, path, mode, dev, dtype)
 
 
@@ -217,6 +237,7 @@ def save_checkpoint(model, folder: str, extra_json: dict = None):
     """config + safetensors weights + tokenizer (+ JSON files) in ``folder``."""
     from .tokenizer import build_hf_tokenizer
 
+    quiet_transformers()
     os.makedirs(folder, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     build_hf_tokenizer().save_pretrained(folder)

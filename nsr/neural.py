@@ -99,13 +99,9 @@ class NeuralProposer:
     @property
     def ck(self):
         if self._ck is None:
-            ck = load_checkpoint(self.checkpoint, self.device, self.dtype)
-            trained_ar = ck.mode == "autoregressive"
-            if self.autoregressive is None:
-                self.autoregressive = trained_ar
-            elif bool(self.autoregressive) != trained_ar:
-                raise InputError(f"{ck.path}: the checkpoint was trained in {ck.mode} mode, but "
-                                 f"{'autoregressive' if self.autoregressive else 'one-step'} mode was asked for")
+            expect = None if self.autoregressive is None else ("autoregressive" if self.autoregressive else "one_step")
+            ck = load_checkpoint(self.checkpoint, self.device, self.dtype, expect_mode=expect)
+            self.autoregressive = ck.mode == "autoregressive"
             self._ck = ck
         return self._ck
 
@@ -121,8 +117,11 @@ class NeuralProposer:
 
     # -- prompts -----------------------------------------------------------------
     def members(self, p: Problem):
-        """Unique members, best first: [(population index, tokens)]."""
-        order = np.argsort(-p.fitness, kind="stable")
+        """Unique members, best first: [(population index, tokens)].
+
+        Ranked by float32 fitness, as recorded in traces, so that training and
+        sampling order a population the same way."""
+        order = np.argsort(-p.fitness.astype(np.float32), kind="stable")
         hashes = kernels.hash_rows(p.codes, p.lengths)
         seen, out = set(), []
         for i in order.tolist():
@@ -137,7 +136,8 @@ class NeuralProposer:
 
     def prompt(self, p: Problem, members) -> list:
         prims = p.primitives
-        pairs = [(error_token(float(p.mse[i]), p.scale), toks) for i, toks in members]
+        with np.errstate(over="ignore"):  # float32, as traces record it
+            pairs = [(error_token(float(np.float32(p.mse[i])), p.scale), toks) for i, toks in members]
         return self.ck.vocab.prompt(prims.n_vars, prims.operators, prims.constant_tokens, p.generation, pairs,
                                     autoregressive=self.autoregressive)
 
@@ -310,6 +310,8 @@ class NeuralProposer:
                 parents[k, 0] = best
         st = p.stats
         st["model_time"] = st.get("model_time", 0.0) + model_time
+        if n == 0:  # every child came from the expert this generation (mixed rollout)
+            return Proposal(codes, lengths, parents, np.full(n, NEURAL, dtype=np.int8))
         st["neural_proposals"] = st.get("neural_proposals", 0) + n
         st["well_formed"] = st.get("well_formed", 0) + valid
         st["well_formed_pct"] = 100.0 * st["well_formed"] / max(st["neural_proposals"], 1)

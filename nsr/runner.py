@@ -138,14 +138,17 @@ def run_traces(spec: RunSpec, indexed, output, metadata, num_workers=None, resum
     if resume and not quiet and partial.done:
         print(f"resuming: {len(partial.done)} of {len(indexed)} expressions already done")
     t0 = time.perf_counter()
+    neural = None
+    if spec.checkpoint:  # load (and check) the checkpoint before any output appears
+        from .neural_runs import NeuralRunner
+
+        neural = NeuralRunner(spec)
     bar = tqdm(total=len(indexed), initial=len(indexed) - len(todo), disable=quiet, desc="expressions",
                unit="expr")
     neural_info = {}
     try:
-        if spec.checkpoint:
-            from .neural_runs import run_neural
-
-            neural_info = run_neural(spec, todo, partial, bar)
+        if neural is not None:
+            neural_info = neural.run(todo, partial, bar)
         else:
             _run_expert(spec, todo, partial, bar, num_workers)
     except BaseException:

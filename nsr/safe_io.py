@@ -126,12 +126,8 @@ def dumps(kind: str, metadata: dict, records: list) -> bytes:
 def atomic_write_bytes(path: str, data: bytes):
     """Write via a temporary file in the same folder, then rename over ``path``."""
     folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise InputError(f"{path}: is a folder; give a file path")
-    if not os.path.isdir(folder):
-        raise InputError(f"{folder}: output folder does not exist")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"{folder}: output folder is not writable")
+    check_output_file(path)
+    ensure_output_dir(folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
@@ -159,10 +155,17 @@ def save(path: str, kind: str, metadata: dict, records: list):
 
 
 def check_output_file(path: str):
-    """Fail early (before any work) if ``path`` cannot be written as a file."""
+    """Fail early (before any work, creating nothing) if ``path`` cannot be written as a file."""
     if os.path.isdir(path):
         raise InputError(f"{path}: is a folder; give a file path")
-    ensure_output_dir(os.path.dirname(os.path.abspath(path)))
+    folder = os.path.dirname(os.path.abspath(path))
+    existing = folder
+    while not os.path.exists(existing):  # the folder is made when the file is written
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise InputError(f"{existing}: is a file, so {folder} cannot be an output folder")
+    if not os.access(existing, os.W_OK):
+        raise InputError(f"{existing}: output folder is not writable")
 
 
 def ensure_output_dir(folder: str):

@@ -44,7 +44,10 @@ VOCAB_VERSION = 1
 def error_token(mse: float, scale: float) -> str:
     if not np.isfinite(mse):
         return "<einf>"
-    nmse = mse / scale
+    with np.errstate(over="ignore"):
+        nmse = float(np.float64(mse) / scale)
+    if not np.isfinite(nmse):  # finite but beyond float range once normalised: the top bin
+        return ERR_TOKENS[N_ERR - 1]
     if nmse <= 10 ** ERR_LO:
         return "<e0>"
     b = int(math.floor((math.log10(nmse) - ERR_LO) / ERR_STEP)) + 1
@@ -122,6 +125,11 @@ class Vocab:
             raise ValueError(f"the checkpoint's vocabulary lacks {' '.join(missing)}")
 
 
+def vocab_from_hf(tokenizer) -> Vocab:
+    """The Vocab of a loaded tokenizer (ids as the tokenizer assigns them)."""
+    return Vocab(vocab_tokens(tokenizer))
+
+
 def build_hf_tokenizer(vocab: Vocab = None):
     """A word-level PreTrainedTokenizerFast over the fixed vocabulary."""
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -130,21 +138,19 @@ def build_hf_tokenizer(vocab: Vocab = None):
     vocab = vocab or Vocab()
     tok = Tokenizer(models.WordLevel(vocab=dict(vocab.ids), unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                 unk_token="<unk>", sep_token="<sep>", model_max_length=4096)
-    hf.padding_side = "left"
-    return hf
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                                   unk_token="<unk>", sep_token="<sep>", model_max_length=4096, padding_side="left")
 
 
-def vocab_from_hf(tokenizer) -> Vocab:
-    """The Vocab of a loaded tokenizer (ids as the tokenizer assigns them)."""
+def vocab_tokens(tokenizer) -> list:
+    """A loaded tokenizer's tokens in id order."""
     v = tokenizer.get_vocab()
     tokens = [None] * len(v)
     for t, i in v.items():
         if i >= len(tokens) or tokens[i] is not None:
             raise ValueError("tokenizer ids are not a dense range")
         tokens[i] = t
-    return Vocab(tokens)
+    return tokens
 
 
 def save_tokenizer(folder: str):

@@ -280,8 +280,6 @@ def test_beta_decides_who_makes_the_children(tiny_checkpoint, problems3, beta):
             assert st["well_formed_pct"] == 100.0
 
 
-@pytest.mark.xfail(reason="BUG: with beta=1 (no neural proposals at all) the trajectory stats report "
-                          "well_formed_pct 0.0, i.e. '0% well-formed', which drags averages down", strict=True)
 def test_well_formed_pct_is_not_zero_without_neural_proposals(tiny_checkpoint, problems3):
     X_list, y_list = problems3
     sr = BatchedNeuralSR(tiny_checkpoint, population_size=6, num_generations=3, beta=1.0, seed=3, early_stop=False)

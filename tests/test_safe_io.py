@@ -285,10 +285,18 @@ def test_atomic_write_leaves_only_the_file(tmp_path):
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_write_into_a_missing_folder_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="(?i)folder"):
-        safe_io.save(str(tmp_path / "no" / "such" / "out.pkl.gz"), "k", {}, [1])
+def test_write_into_a_missing_folder_creates_it_only_when_writing(tmp_path):
+    target = tmp_path / "no" / "such" / "out.pkl.gz"
+    safe_io.check_output_file(str(target))  # the early check creates nothing
     assert os.listdir(tmp_path) == []
+    safe_io.save(str(target), "k", {}, [1])
+    assert safe_io.load(str(target), "k")["records"] == [1]
+
+
+def test_write_below_a_file_is_an_input_error(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match="(?i)file"):
+        safe_io.check_output_file(str(tmp_path / "f" / "out.pkl.gz"))
 
 
 class _Interrupted(Exception):

@@ -252,7 +252,7 @@ def main(argv):
             if not state.done(f"relabel_{it}"):
                 data = load_traces(rollout)
                 rl = Relabeler(args.label, args.k)
-                recs = [rl.relabel_record(r, seed_for(args.seed + it, i)) for i, r in enumerate(data["records"])]
+                recs = [rl.relabel_record(r, args.seed + it, i) for i, r in enumerate(data["records"])]
                 meta = dict(data["metadata"], dagger=True, original_source="neural_sr",
                             relabel_params={"label": rl.label, "k": rl.k}, states=rl.states)
                 safe_io.save(labeled, "traces", meta, recs)

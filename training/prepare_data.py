@@ -33,7 +33,7 @@ def main(argv):
     args = p.parse_args(argv)
     if any(os.path.abspath(t) == os.path.abspath(args.output) for t in args.traces):
         p.error("--output must not be one of the inputs")
-    safe_io.ensure_output_dir(os.path.dirname(os.path.abspath(args.output)))
+    safe_io.check_output_file(args.output)
     with tqdm(desc="records", disable=args.quiet, unit="rec") as bar:
         train, val, stats = convert_files(args.traces, Vocab(), args.mode, args.targets, args.max_prompt_members,
                                           args.val_fraction, progress=bar.update)
