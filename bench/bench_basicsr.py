@@ -28,6 +28,7 @@ import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -390,6 +391,18 @@ class CpuMonitor:
                     steal=s1 - s0, loadavg=os.getloadavg())
 
 
+def code_state():
+    """The commit measured and whether library files differed from it (benchmarks of a moving tree)."""
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "nsr", "basic_sr.py", "generate_traces.py")
+    return dict(commit=git("rev-parse", "--short", "HEAD"),
+                modified=[line.split(maxsplit=1)[1] for line in dirty.splitlines() if line.strip()])
+
+
 def machine():
     model = ""
     try:
@@ -412,6 +425,14 @@ def versions():
 
     return dict(numpy=np.__version__, numba=numba.__version__, gplearn=gplearn.__version__,
                 scikit_learn=sklearn.__version__)
+
+
+def code_line(start, end):
+    line = f"Code: commit {start['commit']}"
+    line += f" with uncommitted changes to {', '.join(start['modified'])}." if start["modified"] else ", clean."
+    if end != start:
+        line += f" WARNING: the library changed during the run (now {end['commit']}, modified {end['modified']})."
+    return line
 
 
 def cpu_line(cpu, what):
@@ -451,6 +472,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     problems = load_problems()
+    tp_keys = select(args.throughput_problems, problems)  # bad names fail before any work
+    solve_keys = select(args.problems, problems)
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.perf_counter()
     load1 = os.getloadavg()[0]
@@ -460,19 +483,18 @@ def main(argv=None):
     warm_up()
     out = dict(command="python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT)] + list(
         sys.argv[1:] if argv is None else argv)), date=started.isoformat(timespec="seconds"),
-        machine=machine(), versions=versions(), params=vars(args))
+        machine=machine(), versions=versions(), params=vars(args), code_at_start=code_state())
     md = []
     if not args.skip_throughput:
-        keys = select(args.throughput_problems, problems)
         t0 = time.perf_counter()
         mon = CpuMonitor()
-        rows = run_throughput(args, problems, keys, list(range(args.throughput_seeds)), log)
+        rows = run_throughput(args, problems, tp_keys, list(range(args.throughput_seeds)), log)
         cpu = mon.stop()
         summ = summarize_throughput(rows)
         out["throughput"] = dict(summary=summ, runs=rows, wall_time=time.perf_counter() - t0, cpu=cpu)
         md.append(throughput_table(summ, args) + "\n\n" + cpu_line(cpu, "throughput part"))
     if not args.skip_solve:
-        keys = select(args.problems, problems)
+        keys = solve_keys
         seeds = list(range(args.seeds))
         t0 = time.perf_counter()
         mon = CpuMonitor()
@@ -482,7 +504,8 @@ def main(argv=None):
         out["solve_rate"] = dict(summary=summ, runs=results, wall_time=time.perf_counter() - t0, cpu=cpu)
         md.append(solve_tables(summ, results, keys, problems, seeds, args) + "\n\n" + cpu_line(cpu, "solve-rate part"))
     out["wall_time"] = time.perf_counter() - t_start
-    md.append(f"Total wall time {out['wall_time']:.0f} s.")
+    out["code_at_end"] = code_state()
+    md.append(f"Total wall time {out['wall_time']:.0f} s. {code_line(out['code_at_start'], out['code_at_end'])}")
     print("\n\n".join(md))
     if args.json is not None:
         path = args.json or os.path.join(ROOT, "bench", "results",

@@ -66,6 +66,18 @@ class CpuMonitor:
                     steal=s1 - s0, loadavg=os.getloadavg())
 
 
+def code_state():
+    """The commit measured and whether library files differed from it (benchmarks of a moving tree)."""
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "nsr", "basic_sr.py", "generate_traces.py")
+    return dict(commit=git("rev-parse", "--short", "HEAD"),
+                modified=[line.split(maxsplit=1)[1] for line in dirty.splitlines() if line.strip()])
+
+
 def machine():
     model = ""
     try:
@@ -130,6 +142,7 @@ def run_once(args, workers):
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     started = datetime.datetime.now(datetime.timezone.utc)
+    code_start = code_state()
     load1 = os.getloadavg()[0]
     if load1 > 1.5:
         print(f"WARNING: load average {load1:.2f} > 1.5: other work is running; timings will be off",
@@ -166,8 +179,17 @@ def main(argv=None):
     for w in args.workers:
         s = summary[w]
         lines.append(f"| {w} | {s['wall']:.2f} s | **{base['wall'] / s['wall']:.2f}x** | {s['run_wall']:.2f} s "
-                     f"| {base['run_wall'] / s['run_wall']:.2f}x | {s['outside']:.2f} s | {s['cpu_s']:.2f} s | {s['records']} "
-                     f"| {s['solved']} | {s['file_bytes'] / 1e6:.1f} MB | {s['other_cpu_max']:.2f} CPU-s |")
+                     f"| {base['run_wall'] / s['run_wall']:.2f}x | {s['outside']:.2f} s | {s['cpu_s']:.2f} s "
+                     f"| {s['records']} | {s['solved']} | {s['file_bytes'] / 1e6:.1f} MB "
+                     f"| {s['other_cpu_max']:.2f} CPU-s |")
+    code_end = code_state()
+    code = f"Code: commit {code_start['commit']}"
+    code += (f" with uncommitted changes to {', '.join(code_start['modified'])}." if code_start["modified"]
+             else ", clean.")
+    if code_end != code_start:
+        code += (f" WARNING: the library changed during the run (now {code_end['commit']}, "
+                 f"modified {code_end['modified']}).")
+    lines += ["", code]
     print("\n".join(lines))
     if args.json is not None:
         path = args.json or os.path.join(ROOT, "bench", "results", f"traces_{started.strftime('%Y%m%dT%H%M%S')}.json")
@@ -175,7 +197,7 @@ def main(argv=None):
         out = dict(command="python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT)] + list(
             sys.argv[1:] if argv is None else argv)), date=started.isoformat(timespec="seconds"),
             machine=machine(), params=vars(args), summary={str(k): v for k, v in summary.items()}, runs=runs,
-            generate_command=gen_command(args, "W", "TMPDIR"))
+            generate_command=gen_command(args, "W", "TMPDIR"), code_at_start=code_start, code_at_end=code_end)
         with open(path, "w") as f:
             json.dump(out, f, indent=1)
         print(f"wrote {path}", file=sys.stderr)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from .evolution import ELITE, OPERATOR_NAMES, EvolutionConfig, Problem
-from .expressions import ExpressionError, format_infix, parse
+from .expressions import ExpressionError, format_infix, parse_cached
 from .proposers import ExpertProposer
 from .safe_io import InputError
 from .traces import primitives_of
@@ -36,7 +36,7 @@ def _config_of(record) -> EvolutionConfig:
 
 
 class Relabeler:
-    """Relabels trajectories; parses are memoised across states (populations repeat)."""
+    """Relabels trajectories (parses are memoised: populations repeat across states)."""
 
     def __init__(self, label="expert", k=1):
         if label not in LABELS:
@@ -44,18 +44,14 @@ class Relabeler:
         if label == "best_of_k" and k < 1:
             raise InputError(f"--k must be >= 1, got {k}")
         self.label, self.k = label, (k if label == "best_of_k" else 1)
-        self._parse = {}
         self.states = 0
 
-    def tokens(self, text):
-        t = self._parse.get(text)
-        if t is None:
-            try:
-                t = parse(text)
-            except ExpressionError as e:
-                raise InputError(f"unparseable recorded expression: {e}") from None
-            self._parse[text] = t
-        return t
+    @staticmethod
+    def tokens(text):
+        try:
+            return parse_cached(text)
+        except (ExpressionError, TypeError) as e:
+            raise InputError(f"unparseable recorded expression: {e}") from None
 
     def relabel_record(self, record, seed: int, index: int, where="") -> dict:
         prims = primitives_of(record)

@@ -14,6 +14,7 @@ elsewhere. Values that still overflow become inf and are masked by the fitness.
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Iterable, Sequence
@@ -265,6 +266,12 @@ def parse(text: str) -> tuple:
     if parser.i != len(lexemes):
         raise ExpressionError(f"unexpected {lexemes[parser.i][1]!r} in {text!r}")
     return tree
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def parse_cached(text: str) -> tuple:
+    """:func:`parse`, memoised: traces repeat the same expressions across generations."""
+    return parse(text)
 
 
 class _Parser:

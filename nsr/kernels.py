@@ -272,6 +272,22 @@ def _tournament(fitness, k, rng):
 
 
 @_jit
+def _splice(child, pa, i, ea, la, donor, ds, de):
+    """child = pa[:i] + donor[ds:de] + pa[ea:la]; returns its length."""
+    n = 0
+    for t in range(i):
+        child[n] = pa[t]
+        n += 1
+    for t in range(ds, de):
+        child[n] = donor[t]
+        n += 1
+    for t in range(ea, la):
+        child[n] = pa[t]
+        n += 1
+    return n
+
+
+@_jit
 def breed(pop, lens, fitness, n_children, rng, tournament_size, crossover_prob, max_depth, max_size,
           op_codes, leaf_codes):
     """The expert's operators: each child by crossover of two tournament winners
@@ -306,18 +322,7 @@ def breed(pop, lens, fitness, n_children, rng, tournament_size, crossover_prob, 
             if budget < 1:  # an oversized parent (e.g. a recorded state): replace it whole
                 i, ea, budget = 0, la, max_size
             j = _pick_node(pb, ends_b, lb, rng, budget, _P_INTERNAL)
-            eb = ends_b[j]
-            n = 0
-            for t in range(i):
-                child[n] = pa[t]
-                n += 1
-            for t in range(j, eb):
-                child[n] = pb[t]
-                n += 1
-            for t in range(ea, la):
-                child[n] = pa[t]
-                n += 1
-            clens[k] = n
+            clens[k] = _splice(child, pa, i, ea, la, pb, j, ends_b[j])
             parents[k, 0] = a
             parents[k, 1] = b
             ops[k] = CROSSOVER
@@ -328,17 +333,7 @@ def breed(pop, lens, fitness, n_children, rng, tournament_size, crossover_prob, 
             if budget < 1:
                 i, ea, budget = 0, la, max_size
             m = random_tree(scratch, 0, budget, max_depth, rng, op_codes, leaf_codes, False)
-            n = 0
-            for t in range(i):
-                child[n] = pa[t]
-                n += 1
-            for t in range(m):
-                child[n] = scratch[t]
-                n += 1
-            for t in range(ea, la):
-                child[n] = pa[t]
-                n += 1
-            clens[k] = n
+            clens[k] = _splice(child, pa, i, ea, la, scratch, 0, m)
             parents[k, 0] = a
             ops[k] = MUTATION
     return children, clens, parents, ops

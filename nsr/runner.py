@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing as mp
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from typing import Optional
@@ -99,34 +100,48 @@ def _fingerprint(spec: RunSpec, indexed) -> str:
 
 
 class PartialResults:
-    """Finished records of a long run, saved atomically beside the output as it goes."""
+    """Finished records of a long run, saved beside the output as it goes.
+
+    ``OUTPUT.partial/`` holds append-only chunk files, each written atomically with
+    the records finished since the previous save, so saving costs what is new,
+    not everything so far. ``--resume`` reads them all back."""
 
     def __init__(self, output: str, fingerprint: str, resume: bool, every: float):
         self.path = output + ".partial"
         self.fingerprint, self.every = fingerprint, every
         self.done: dict = {}
+        self._pending: list = []
         self._last = time.monotonic()
-        if resume and os.path.exists(self.path):
-            obj = safe_io.load(self.path, "partial_traces")
-            if obj["metadata"].get("fingerprint") != fingerprint:
-                raise InputError(f"{self.path}: was made by a run with other parameters or data; "
-                                 f"delete it or rerun those settings")
-            self.done = {int(r["index"]): r for r in obj["records"]}
+        if os.path.isdir(self.path):
+            if resume:
+                for name in sorted(os.listdir(self.path)):
+                    if not name.endswith(".pkl.gz"):
+                        continue  # a temporary file of an interrupted save
+                    obj = safe_io.load(os.path.join(self.path, name), "partial_traces")
+                    if obj["metadata"].get("fingerprint") != fingerprint:
+                        raise InputError(f"{self.path}: was made by a run with other parameters or data; "
+                                         f"delete it or rerun those settings")
+                    self.done.update((int(r["index"]), r) for r in obj["records"])
+            else:
+                self.remove()  # a stale run's leftovers must not mix into a later --resume
 
     def add(self, record):
         self.done[int(record["index"])] = record
+        self._pending.append(int(record["index"]))
         if time.monotonic() - self._last >= self.every:
             self.save()
 
     def save(self):
-        if self.done:
-            safe_io.save(self.path, "partial_traces", {"fingerprint": self.fingerprint},
-                         [self.done[k] for k in sorted(self.done)])
+        if self._pending:
+            os.makedirs(self.path, exist_ok=True)
+            n = sum(1 for f in os.listdir(self.path) if f.endswith(".pkl.gz"))
+            safe_io.save(os.path.join(self.path, f"part-{n:05d}.pkl.gz"), "partial_traces",
+                         {"fingerprint": self.fingerprint}, [self.done[i] for i in self._pending])
+            self._pending = []
         self._last = time.monotonic()
 
     def remove(self):
-        if os.path.exists(self.path):
-            os.unlink(self.path)
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def run_traces(spec: RunSpec, indexed, output, metadata, num_workers=None, resume=False, save_every=60.0,

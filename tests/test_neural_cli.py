@@ -77,7 +77,11 @@ def test_resume_finishes_an_interrupted_run_without_redoing_finished_problems(tm
     output = str(out / "gen3_hard_c05.pkl.gz")
     done = [dict(r) for r in full["records"][:2]]
     done[0]["time"] = 12345.0  # a marker: a redone problem would get its own time
-    safe_io.save(output + ".partial", "partial_traces", {"fingerprint": full["metadata"]["fingerprint"]}, done)
+    # the partial folder holds append-only chunks; two chunks as two periodic saves would leave them
+    safe_io.save(output + ".partial/part-00000.pkl.gz", "partial_traces",
+                 {"fingerprint": full["metadata"]["fingerprint"]}, done[:1])
+    safe_io.save(output + ".partial/part-00001.pkl.gz", "partial_traces",
+                 {"fingerprint": full["metadata"]["fingerprint"]}, done[1:])
     proc = run_in_process("generate_traces", ["--expressions_file", hard_expressions_file, "--output_dir", out,
                                               "--checkpoint", tiny_checkpoint, "--resume"] + GEN_ARGS, capsys)
     assert proc.returncode == 0, proc.stderr
@@ -95,7 +99,7 @@ def test_resume_refuses_a_partial_file_of_other_parameters(tmp_path, capsys, neu
     _, _, full = neural_run
     out = tmp_path / "c"
     out.mkdir()
-    partial = out / "gen3_hard_c05.pkl.gz.partial"
+    partial = out / "gen3_hard_c05.pkl.gz.partial" / "part-00000.pkl.gz"
     safe_io.save(str(partial), "partial_traces", {"fingerprint": "0123456789abcdef"}, full["records"][:1])
     before = snapshot(tmp_path)
     proc = run_in_process("generate_traces", ["--expressions_file", hard_expressions_file, "--output_dir", out,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nsr import safe_io
-from nsr.expressions import ExpressionError, parse
+from nsr.expressions import ExpressionError, parse_cached
 from nsr.safe_io import InputError
 from nsr.tokenizer import Vocab, error_token
 from nsr.traces import load_traces
@@ -105,21 +105,11 @@ def is_validation(problem_key: str, val_fraction: float) -> bool:
     return (h % 10000) < val_fraction * 10000
 
 
-class _Parser:
-    """Infix -> prefix tokens, memoised (populations repeat across generations)."""
-
-    def __init__(self):
-        self.memo = {}
-
-    def __call__(self, text):
-        t = self.memo.get(text)
-        if t is None:
-            try:
-                t = parse(text)
-            except ExpressionError as e:
-                raise InputError(f"unparseable expression in trace: {e}") from None
-            self.memo[text] = t
-        return t
+def _parse(text):
+    try:
+        return parse_cached(text)
+    except (ExpressionError, TypeError) as e:
+        raise InputError(f"unparseable expression in trace: {e}") from None
 
 
 def state_members(gen, scale, parse_fn, max_members):
@@ -174,7 +164,7 @@ def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_mem
         raise InputError(f"unknown target selection {targets!r} (choose from {', '.join(TARGET_MODES)})")
     if mode == "autoregressive" and targets != "all":
         raise InputError("autoregressive mode predicts whole populations: use --targets all")
-    parse_fn = parse_fn or _Parser()
+    parse_fn = parse_fn or _parse
     nv = int(record["num_vars"])
     ops = list(record.get("binary_operators", [])) + list(record.get("unary_operators", []))
     consts = [repr(float(c)) for c in record.get("constants", [1.0])]
@@ -228,7 +218,7 @@ def convert_files(paths, vocab=None, mode="one_step", targets="all", max_members
     if len(weights) != len(paths):
         raise InputError(f"{len(weights)} weights for {len(paths)} trace files")
     train, val = Examples(), Examples()
-    parse_fn = _Parser()
+    parse_fn = _parse
     stats = {"files": [], "records": 0, "states": 0}
     for path, w in zip(paths, weights):
         obj = load_traces(path)
