@@ -96,13 +96,12 @@ class Relabeler:
             # candidate j of slot i is j*n + i; argmax takes the first maximum, so candidate 0 wins ties
             choice = np.argmax(cand_fit.reshape(self.k, n), axis=0) * n + np.arange(n)
         labels = [format_infix(prims.decode(prop.codes[c, : prop.lengths[c]])) for c in choice.tolist()]
-        heritages = [[int(a) for a in prop.parents[c] if a >= 0] for c in choice.tolist()]
         ops = [OPERATOR_NAMES[o] for o in prop.operators[choice].tolist()]
         self.states += 1
         gen = dict(gen)
         gen.update(
             expert_expressions=[exprs[elite]] + labels,
-            expert_heritages=[[elite]] + heritages,
+            expert_heritages=np.concatenate(([[elite, -1]], prop.parents[choice])).astype(np.int32),
             expert_operators=[OPERATOR_NAMES[ELITE]] + ops,
             expert_fitnesses=np.concatenate(([fitness[elite]], cand_fit[choice])).astype(np.float32),
         )

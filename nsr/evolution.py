@@ -6,9 +6,11 @@ random generator, fitness cache and early stop, advanced one generation at a
 time. Only the *proposer* of children differs (expert operators, a model, or a
 mixture); a single run is a batch of one.
 
-Each generation the new population is the previous best (the elite, index 0)
-followed by the proposer's children. Fitness is ``-(MSE / var(y)) - parsimony *
-size``; a candidate that is non-finite on any point has fitness ``-inf``.
+Each generation the new population is the previous fittest individual (the
+elite, index 0) followed by the proposer's children. Fitness is ``-(MSE /
+var(y)) - parsimony * size``; a candidate that is non-finite on any point has
+fitness ``-inf``. The reported best is the lowest-MSE individual (see
+:meth:`Problem.best_index`).
 """
 from __future__ import annotations
 
@@ -101,7 +103,7 @@ class Problem:
         self.Xt = np.ascontiguousarray(X.T)
         var = float(np.var(y))
         self.scale = var if var > 1e-300 else 1.0
-        self.cache = kernels.new_cache()
+        self.cache = kernels.FitnessCache()
         self.best_progression: list = []
         self.generations: list = []
         self.parents_history: list = []
@@ -113,8 +115,8 @@ class Problem:
     # -- population bookkeeping ------------------------------------------------
     def _score(self, codes, lengths):
         hashes = kernels.hash_rows(codes, lengths)
-        mse, n_eval = kernels.mse_cached(codes, lengths, hashes, self.Xt, self.y, self.primitives.constants,
-                                         self.cache, codes.shape[1])
+        mse, n_eval = self.cache.mse(codes, lengths, hashes, self.Xt, self.y, self.primitives.constants,
+                                     codes.shape[1])
         self.stats["evaluations"] += int(n_eval)
         with np.errstate(invalid="ignore", over="ignore"):
             fit = -mse / self.scale - self.config.parsimony * lengths
@@ -149,7 +151,7 @@ class Problem:
 
     def _record(self, hashes, parents, ops):
         cfg = self.config
-        best = int(np.argmax(self.fitness))
+        best = self.best_index()
         best_mse = float(self.mse[best])
         self.best_progression.append(best_mse)
         self.parents_history.append(parents)
@@ -163,9 +165,9 @@ class Problem:
                 "expressions": exprs,
                 "fitnesses": fit32,
                 "mses": mse32,
-                "heritages": [[int(a) for a in row if a >= 0] for row in parents.tolist()],
+                "heritages": parents.astype(np.int32),  # (n, 2), -1 = no parent; see nsr.traces.parents
                 "operators": [OPERATOR_NAMES[o] for o in ops.tolist()],
-                "best_fitness": float(self.fitness[best]),
+                "best_fitness": float(self.fitness.max()),
                 "best_mse": best_mse,
                 "best_expression": exprs[best],
             })
@@ -187,7 +189,14 @@ class Problem:
 
     # -- results ---------------------------------------------------------------
     def best_index(self) -> int:
-        return int(np.argmax(self.fitness))
+        """The individual with the lowest MSE (ties: the fittest, i.e. the smallest).
+
+        Parsimony steers selection, but a short near-miss must not hide an exact
+        formula: the reported best, early stopping and ``ancestors_of_best`` go
+        by the error alone, as gplearn reports its program."""
+        m = self.mse.min()
+        cand = np.flatnonzero(self.mse == m)
+        return int(cand[np.argmax(self.fitness[cand])]) if len(cand) > 1 else int(cand[0])
 
     def best_tokens(self) -> tuple:
         i = self.best_index()

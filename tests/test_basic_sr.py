@@ -13,6 +13,13 @@ GEN_KEYS = {"generation", "population_size", "expressions", "fitnesses", "mses",
             "best_fitness", "best_mse", "best_expression"}
 
 
+
+def _her(gen, key="heritages"):
+    """A generation's heritages as lists (the file stores an (n, 2) array, -1 = none)."""
+    from nsr.traces import parents
+
+    return [parents(row) for row in gen[key]]
+
 def data_2d(n=40, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.uniform(-2, 2, size=(n, 2))
@@ -120,7 +127,7 @@ def test_explicit_operator_lists_are_used():
 
 
 def _trajectory_signature(m):
-    return [(g["expressions"], g["fitnesses"].tolist(), g["heritages"], g["operators"])
+    return [(g["expressions"], g["fitnesses"].tolist(), _her(g, "heritages"), g["operators"])
             for g in m.trajectory["generations"]]
 
 
@@ -158,11 +165,12 @@ def test_trajectory_has_the_documented_keys(fitted):
         assert GEN_KEYS <= set(g)
         assert g["generation"] == i
         assert g["population_size"] == 30 == len(g["expressions"]) == len(g["fitnesses"])
-        assert len(g["heritages"]) == 30 and len(g["operators"]) == 30
+        assert len(_her(g, "heritages")) == 30 and len(g["operators"]) == 30
         assert isinstance(g["fitnesses"], np.ndarray) and g["fitnesses"].dtype == np.float32
         assert all(isinstance(e, str) for e in g["expressions"])
         assert g["fitnesses"].max() == np.float32(g["best_fitness"])
-        assert g["fitnesses"][g["expressions"].index(g["best_expression"])] == g["fitnesses"].max()
+        # best_expression is the lowest-MSE individual; best_fitness the highest fitness (the next elite)
+        assert g["mses"][g["expressions"].index(g["best_expression"])] == g["mses"].min()
         assert g["mses"][g["expressions"].index(g["best_expression"])] == np.float32(g["best_mse"])
     assert gens[-1]["best_expression"] == str(fitted.best_model_)
 
@@ -170,20 +178,20 @@ def test_trajectory_has_the_documented_keys(fitted):
 def test_trajectory_operators_and_heritages(fitted):
     gens = fitted.trajectory["generations"]
     assert set(gens[0]["operators"]) == {"initial"}
-    assert all(h == [] for h in gens[0]["heritages"])
+    assert all(h == [] for h in _her(gens[0]))
     seen_ops = set()
     for prev, g in zip(gens, gens[1:]):
         assert g["operators"][0] == "elite"
-        elite_parent = g["heritages"][0]
+        elite_parent = _her(g, "heritages")[0]
         assert len(elite_parent) == 1
         assert prev["fitnesses"][elite_parent[0]] == prev["fitnesses"].max()
         assert g["expressions"][0] == prev["expressions"][elite_parent[0]]
         assert g["fitnesses"][0] == prev["fitnesses"][elite_parent[0]]
-        for op, her in zip(g["operators"][1:], g["heritages"][1:]):
+        for op, her in zip(g["operators"][1:], _her(g, "heritages")[1:]):
             assert op in OPERATOR_NAMES and op not in ("elite", "initial")
             assert len(her) == {"crossover": 2, "mutation": 1}[op]
             seen_ops.add(op)
-        for her in g["heritages"]:
+        for her in _her(g, "heritages"):
             assert all(0 <= p < prev["population_size"] for p in her)
     assert seen_ops == {"crossover", "mutation"}
 
@@ -196,7 +204,7 @@ def test_ancestors_of_best_chain_back_through_the_heritages(fitted):
     assert anc[-1] == [fitted.problem_.best_index()]
     assert last["expressions"][anc[-1][0]] == str(fitted.best_model_)
     for g in range(len(gens) - 1, 0, -1):
-        want = sorted({p for i in anc[g] for p in gens[g]["heritages"][i]})
+        want = sorted({p for i in anc[g] for p in _her(gens[g])[i]})
         assert anc[g - 1] == want
         assert all(0 <= i < gens[g - 1]["population_size"] for i in anc[g - 1])
     assert all(len(a) >= 1 for a in anc)

@@ -21,6 +21,13 @@ from nsr.safe_io import InputError
 from nsr.traces import load_traces
 
 
+
+def _her(gen, key="heritages"):
+    """A generation's heritages as lists (the file stores an (n, 2) array, -1 = none)."""
+    from nsr.traces import parents
+
+    return [parents(row) for row in gen[key]]
+
 @pytest.fixture(autouse=True)
 def _one_thread(torch_single_thread):
     pass
@@ -106,7 +113,7 @@ def test_expert_labels_are_valid_and_index_the_recorded_population(relabeled):
         max_size = r["basicsr_params"]["max_size"]
         for g in r["trajectory"]["generations"]:
             n = g["population_size"]
-            exprs, her, ops, fits = (g["expert_expressions"], g["expert_heritages"], g["expert_operators"],
+            exprs, her, ops, fits = (g["expert_expressions"], _her(g, "expert_heritages"), g["expert_operators"],
                                      g["expert_fitnesses"])
             assert len(exprs) == len(her) == len(ops) == len(fits) == n
             assert fits.dtype == np.float32

@@ -69,8 +69,8 @@ def test_mse_is_inf_when_any_point_is_non_finite():
     programs = [("x0",), ("^", "x0", "-1.0"), ("+", "x0", "1.0")]
     codes, lengths, width = _encode_batch(prims, programs)
     hashes = kernels.hash_rows(codes, lengths)
-    mse, n_eval = kernels.mse_cached(codes, lengths, hashes, np.ascontiguousarray(X.T), y, prims.constants,
-                                     kernels.new_cache(), width)
+    mse, n_eval = kernels.FitnessCache().mse(codes, lengths, hashes, np.ascontiguousarray(X.T), y, prims.constants,
+                                             width)
     assert n_eval == 3
     assert mse[0] == 0.0
     assert mse[1] == np.inf  # 1/x0 is inf at 0: the whole candidate is non-finite
@@ -85,14 +85,31 @@ def test_mse_cache_evaluates_each_program_once():
     codes, lengths, width = _encode_batch(prims, programs)
     hashes = kernels.hash_rows(codes, lengths)
     assert hashes[0] == hashes[2] and hashes[1] == hashes[3] and len(set(hashes.tolist())) == 3
-    cache = kernels.new_cache()
+    cache = kernels.FitnessCache()
     Xt = np.ascontiguousarray(X.T)
-    mse, n_eval = kernels.mse_cached(codes, lengths, hashes, Xt, y, prims.constants, cache, width)
+    mse, n_eval = cache.mse(codes, lengths, hashes, Xt, y, prims.constants, width)
     assert n_eval == 3
-    mse2, n_eval2 = kernels.mse_cached(codes, lengths, hashes, Xt, y, prims.constants, cache, width)
+    mse2, n_eval2 = cache.mse(codes, lengths, hashes, Xt, y, prims.constants, width)
     assert n_eval2 == 0
     np.testing.assert_array_equal(mse, mse2)
     assert mse[1] == 0.0 and mse[0] == mse[2]
+
+
+def test_fitness_cache_grows_and_keeps_every_entry():
+    """Many distinct programs through a small table: it grows, and every value stays retrievable."""
+    prims = Primitives(("+", "*"), (), 1)
+    rng = np.random.default_rng(0)
+    codes, lengths = kernels.random_population(3000, rng, 5, 15, prims.op_codes, prims.leaf_codes)
+    hashes = kernels.hash_rows(codes, lengths)
+    X = np.linspace(-1, 1, 7)[:, None]
+    Xt, y = np.ascontiguousarray(X.T), X[:, 0] ** 3
+    cache = kernels.FitnessCache(capacity=16)
+    first, n1 = cache.mse(codes, lengths, hashes, Xt, y, prims.constants, codes.shape[1])
+    assert n1 == len(set(hashes.tolist())) == len(cache)
+    assert cache.keys.shape[0] >= 2 * len(cache)
+    again, n2 = cache.mse(codes[::-1], lengths[::-1], hashes[::-1], Xt, y, prims.constants, codes.shape[1])
+    assert n2 == 0
+    np.testing.assert_array_equal(again[::-1], first)
 
 
 @pytest.mark.parametrize("max_size,max_depth", [(1, 3), (3, 2), (7, 4), (25, 4), (12, 6)])

@@ -18,6 +18,13 @@ from nsr.safe_io import InputError
 from nsr.sr import BasicSR
 
 
+
+def _her(gen, key="heritages"):
+    """A generation's heritages as lists (the file stores an (n, 2) array, -1 = none)."""
+    from nsr.traces import parents
+
+    return [parents(row) for row in gen[key]]
+
 @pytest.fixture(autouse=True)
 def _one_thread(torch_single_thread):
     pass
@@ -71,19 +78,19 @@ def test_trajectories_have_the_basic_sr_format_plus_neural_stats(fitted, problem
             assert set(g) == set(bt["generations"][0]), set(g) ^ set(bt["generations"][0])
             assert g["generation"] == i and g["population_size"] == 10 == len(g["expressions"])
             assert g["fitnesses"].dtype == np.float32 and g["mses"].dtype == np.float32
-            assert len(g["heritages"]) == len(g["operators"]) == 10
+            assert len(_her(g, "heritages")) == len(g["operators"]) == 10
             assert set(g["operators"]) <= set(OPERATOR_NAMES)
             for e in g["expressions"]:
                 used = {tok for tok in parse(e) if tok.startswith("x")}
                 assert used <= {f"x{k}" for k in range(nv)}, (e, nv)  # each problem its own variables
             if i == 0:
-                assert g["operators"] == ["initial"] * 10 and g["heritages"] == [[]] * 10
+                assert g["operators"] == ["initial"] * 10 and _her(g, "heritages") == [[]] * 10
                 continue
             prev = gens[i - 1]
             assert g["operators"] == ["elite"] + ["neural"] * 9
-            assert g["heritages"][0] == [int(np.argmax(prev["fitnesses"]))]
+            assert _her(g, "heritages")[0] == [int(np.argmax(prev["fitnesses"]))]
             assert g["expressions"][0] == prev["best_expression"]
-            for h in g["heritages"]:
+            for h in _her(g, "heritages"):
                 assert len(h) <= 2 and all(0 <= a < prev["population_size"] for a in h)
             assert g["best_fitness"] >= prev["best_fitness"]  # elitism
 
@@ -102,7 +109,7 @@ def test_neural_children_heritage_follows_the_documented_inference(fitted):
                 child = parse(g["expressions"][k])
                 spans = [tuple(child[s:e]) for s, e in subtrees(child)]
                 shared = [s for s in spans if s in everything]
-                h = g["heritages"][k]
+                h = _her(g, "heritages")[k]
                 if not shared:
                     assert h == []
                     continue
@@ -236,7 +243,7 @@ def test_float64_results_do_not_depend_on_the_batch_size(tiny_checkpoint, proble
             assert other[i][1] == one[i][1]
             for ga, gb in zip(one[i][0]["generations"], other[i][0]["generations"]):
                 np.testing.assert_array_equal(ga["fitnesses"], gb["fitnesses"])
-                assert ga["heritages"] == gb["heritages"]
+                assert _her(ga, "heritages") == _her(gb, "heritages")
     assert proposer.stats["calls"] == 3 * 4 + 1 * 4 + 2 * 4  # one model call per generation per batch
 
 
@@ -266,7 +273,7 @@ def test_beta_decides_who_makes_the_children(tiny_checkpoint, problems3, beta):
         gens = t["generations"]
         for prev, g in zip(gens, gens[1:]):
             assert g["operators"][0] == "elite"
-            for op, h in zip(g["operators"][1:], g["heritages"][1:]):
+            for op, h in zip(g["operators"][1:], _her(g, "heritages")[1:]):
                 assert all(0 <= a < prev["population_size"] for a in h)
                 if op == "crossover":
                     assert len(h) == 2

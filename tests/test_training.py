@@ -20,6 +20,13 @@ from training.data import (BatchSampler, Examples, convert_files, convert_record
                            pack_batch, save_examples)
 
 
+
+def _her(gen, key="heritages"):
+    """A generation's heritages as lists (the file stores an (n, 2) array, -1 = none)."""
+    from nsr.traces import parents
+
+    return [parents(row) for row in gen[key]]
+
 @pytest.fixture(autouse=True)
 def _one_thread(torch_single_thread):
     pass
@@ -101,8 +108,8 @@ def test_ancestors_and_improved_select_consistent_subsets(vocab, expert_records)
                 if mode == "ancestors":
                     keep = [i for i in _children(nxt) if i in set(anc[g + 1])]
                 else:
-                    keep = [i for i in _children(nxt) if nxt["heritages"][i] and all(
-                        float(nxt["fitnesses"][i]) > float(prev["fitnesses"][h]) for h in nxt["heritages"][i])]
+                    keep = [i for i in _children(nxt) if _her(nxt, "heritages")[i] and all(
+                        float(nxt["fitnesses"][i]) > float(prev["fitnesses"][h]) for h in _her(nxt, "heritages")[i])]
                 assert keep, "states without selected targets are skipped"
                 assert [_target_tokens(vocab, t) for t in tgts] == [parse(nxt["expressions"][i]) for i in keep]
                 totals[mode] += len(tgts)

@@ -33,7 +33,7 @@ from nsr import safe_io
 from nsr.expressions import ExpressionError, parse_cached
 from nsr.safe_io import InputError
 from nsr.tokenizer import Vocab, error_token
-from nsr.traces import load_traces
+from nsr.traces import load_traces, parents
 
 TARGET_MODES = ("all", "ancestors", "improved")
 MODES = ("one_step", "autoregressive")
@@ -140,8 +140,8 @@ def _select(next_gen, prev_gen, ancestors, mode, expert_labels):
             if fit is None:
                 raise InputError("DAgger trace lacks expert_fitnesses; --targets improved needs them")
             pf = np.asarray(prev_gen["fitnesses"], dtype=np.float64)
-            idx = [i for i in idx if next_gen["expert_heritages"][i]
-                   and fit[i] > max(pf[h] for h in next_gen["expert_heritages"][i])]
+            her = next_gen["expert_heritages"]
+            idx = [i for i in idx if parents(her[i]) and fit[i] > max(pf[h] for h in parents(her[i]))]
         return idx
     ops = next_gen["operators"]
     idx = [i for i in range(len(ops)) if ops[i] != "elite"]
@@ -151,7 +151,8 @@ def _select(next_gen, prev_gen, ancestors, mode, expert_labels):
     elif mode == "improved":
         pf = np.asarray(prev_gen["fitnesses"], dtype=np.float64)
         nf = np.asarray(next_gen["fitnesses"], dtype=np.float64)
-        idx = [i for i in idx if next_gen["heritages"][i] and nf[i] > max(pf[h] for h in next_gen["heritages"][i])]
+        her = next_gen["heritages"]
+        idx = [i for i in idx if parents(her[i]) and nf[i] > max(pf[h] for h in parents(her[i]))]
     return idx
 
 
