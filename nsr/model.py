@@ -4,7 +4,7 @@ shared-prefix attention used both to train and to sample.
 A state's prompt is run once and its keys/values are shared by all the
 children that follow it: children are laid out after the prompt in the same
 row, and a 4-D attention mask lets each child see the prompt and itself only
-(:func:`segment_mask` for training, :func:`tree_step_mask` for decoding).
+(:func:`segment_mask` for training, :func:`owner_mask` for decoding).
 """
 from __future__ import annotations
 
@@ -189,18 +189,20 @@ def prefill(model, prompts, pad_id, device):
     return cache, out.logits[:, -1, :], mask, mask.sum(1)
 
 
-def tree_step_mask(prompt_mask, step, width):
-    """4-D attention mask for decoding ``width`` children per row at once.
+PROMPT, NOBODY, DUMMY = -1, -2, -3  # owners of cache columns; DUMMY is the id of an unused query slot
 
-    The cache holds, per row, the (left-padded) prompt followed by ``step``
-    earlier blocks of ``width`` child tokens. Child c's new token attends to
-    the prompt and to its own tokens only, so all children of a prompt share
-    one copy of the prompt's keys/values (``True`` = attend)."""
-    B, T = prompt_mask.shape
-    dev = prompt_mask.device
-    own = torch.eye(width, dtype=torch.bool, device=dev).repeat(1, step + 1)  # (width, (step+1)*width)
-    m = torch.cat([prompt_mask.bool()[:, None, :].expand(B, width, T), own[None].expand(B, -1, -1)], dim=2)
-    return m[:, None, :, :]
+
+def owner_mask(owner, slots):
+    """4-D attention mask for decoding many children per prompt row at once (tree attention).
+
+    ``owner`` (rows x K) says who each cache column belongs to: ``PROMPT``, a
+    child index, or ``NOBODY`` (padding). ``slots`` (rows x S) are the children
+    whose new token this step computes (``DUMMY`` for an unused slot). A child
+    attends to the prompt and to its own tokens only, so all children of a
+    prompt share one copy of the prompt's keys/values, and only children still
+    being written take a slot (``True`` = attend)."""
+    own = owner[:, None, :]
+    return ((own == PROMPT) | (own == slots[:, :, None]))[:, None, :, :]
 
 
 def segment_mask(segments):

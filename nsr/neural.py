@@ -3,7 +3,7 @@
 One model call per generation serves every problem in the batch: all prompts
 are prefilled together (each prompt once), then all children of a prompt are
 decoded in that prompt's row, step by step, each child attending to the
-prompt and to itself only (:func:`~nsr.model.tree_step_mask`), under
+prompt and to itself only (:func:`~nsr.model.owner_mask`), under
 :class:`~nsr.decoding.PrefixGrammarLogitsProcessor`. Problems whose children
 are all finished are dropped from the batch as decoding goes on.
 
@@ -26,7 +26,7 @@ from . import kernels
 from .decoding import PrefixGrammarLogitsProcessor, sample_from_logits
 from .evolution import NEURAL, Problem, Proposal
 from .expressions import arity, is_valid
-from .model import load_checkpoint, prefill, run, tree_step_mask
+from .model import DUMMY, NOBODY, PROMPT, load_checkpoint, owner_mask, prefill, run
 from .safe_io import InputError
 from .tokenizer import error_token
 
@@ -179,7 +179,9 @@ class NeuralProposer:
         return tok
 
     def _sample_one_step(self, prompts, counts, allowed, max_size, uniforms):
-        """All children of a prompt decode in the prompt's row, sharing its cache (tree attention)."""
+        """All children of a prompt decode in the prompt's row, sharing its cache (tree
+        attention, :func:`~nsr.model.owner_mask`); each step computes only the children
+        still being written, and rows whose children are all done leave the batch."""
         ck = self.ck
         live = [i for i, c in enumerate(counts) if c > 0]
         steps = max_size + 1
@@ -202,24 +204,36 @@ class NeuralProposer:
         out = torch.full((B * C, steps), ck.vocab.pad, dtype=torch.long)
         U = U.to(dev)
         problems_alive = torch.arange(B, device=dev)
+        owner = torch.where(pmask.bool(), PROMPT, NOBODY)
+        children = torch.arange(C, device=dev)
         logits = last.repeat_interleave(C, 0)
         for t in range(steps):
-            rows = (problems_alive[:, None] * C + torch.arange(C, device=dev)[None, :]).reshape(-1)
+            rows = (problems_alive[:, None] * C + children[None, :]).reshape(-1)
             tok = self._sample_step(logits, proc, U, rows, t, out)
-            alive = ~proc.finished.view(-1, C).all(1)
-            n_alive = int(alive.sum())
-            if n_alive == 0 or t == steps - 1:
+            writing = ~proc.finished.view(-1, C)
+            busy = writing.any(1)
+            n_busy = int(busy.sum())
+            if n_busy == 0 or t == steps - 1:
                 break
-            if n_alive < len(problems_alive):  # drop problems whose children are all finished
-                keep = alive.nonzero()[:, 0]
+            if n_busy < len(problems_alive):  # drop problems whose children are all finished
+                keep = busy.nonzero()[:, 0]
                 cache.reorder_cache(keep)
-                pmask, plen, problems_alive = pmask[keep], plen[keep], problems_alive[keep]
-                flat = (keep[:, None] * C + torch.arange(C, device=dev)[None, :]).reshape(-1)
-                proc.select(flat)
-                tok = tok.view(-1, C)[keep].reshape(-1)
+                plen, owner, problems_alive = plen[keep], owner[keep], problems_alive[keep]
+                proc.select((keep[:, None] * C + children[None, :]).reshape(-1))
+                tok, writing = tok.view(-1, C)[keep].reshape(-1), writing[keep]
             nb = len(problems_alive)
-            logits = run(ck.model, cache, input_ids=tok.view(nb, C), attention_mask=tree_step_mask(pmask, t, C),
-                         position_ids=(plen[:, None] + t).expand(nb, C)).logits.reshape(nb * C, V)
+            # the children still writing, packed left: slot j of row b computes child order[b, j]
+            n_writing = writing.sum(1)
+            S = int(n_writing.max())
+            order = torch.argsort((~writing).to(torch.int8), dim=1, stable=True)[:, :S]
+            used = torch.arange(S, device=dev)[None, :] < n_writing[:, None]
+            tok_in = torch.where(used, tok.view(nb, C).gather(1, order), ck.vocab.pad)
+            owner = torch.cat([owner, torch.where(used, order, NOBODY)], dim=1)
+            step_logits = run(ck.model, cache, input_ids=tok_in,
+                              attention_mask=owner_mask(owner, torch.where(used, order, DUMMY)),
+                              position_ids=(plen[:, None] + t).expand(nb, S)).logits
+            logits = torch.zeros((nb * C, V), dtype=step_logits.dtype, device=dev)
+            logits[(torch.arange(nb, device=dev)[:, None] * C + order)[used]] = step_logits[used]
         out = out.numpy()
         for b, i in enumerate(live):
             result[i] = out[b * C: b * C + counts[i]]

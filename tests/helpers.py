@@ -67,3 +67,10 @@ def write_expressions(path, records, metadata=None):
     safe_io.save(str(path), "expressions", metadata if metadata is not None else {"operator_set": "arith"},
                  records)
     return str(path)
+
+
+def heritage_lists(gen, key="heritages"):
+    """A generation's heritages as lists (the file stores an (n, 2) array, -1 = none)."""
+    from nsr.traces import parents
+
+    return [parents(row) for row in gen[key]]

@@ -8,17 +8,11 @@ from nsr.evolution import OPERATOR_NAMES, EvolutionConfig, Problem, evolve
 from nsr.expressions import (ExpressionError, Primitives, evaluate, format_infix, parse, resolve_operators, size)
 from nsr.proposers import ExpertProposer, initial_population, seed_expressions
 from nsr.sr import BasicSR
+from helpers import heritage_lists as _her
 
 GEN_KEYS = {"generation", "population_size", "expressions", "fitnesses", "mses", "heritages", "operators",
             "best_fitness", "best_mse", "best_expression"}
 
-
-
-def _her(gen, key="heritages"):
-    """A generation's heritages as lists (the file stores an (n, 2) array, -1 = none)."""
-    from nsr.traces import parents
-
-    return [parents(row) for row in gen[key]]
 
 def data_2d(n=40, seed=0):
     rng = np.random.default_rng(seed)

@@ -16,14 +16,8 @@ from nsr.neural_sr import BatchedNeuralSR, NeuralSR
 from nsr.proposers import MixedProposer
 from nsr.safe_io import InputError
 from nsr.sr import BasicSR
+from helpers import heritage_lists as _her
 
-
-
-def _her(gen, key="heritages"):
-    """A generation's heritages as lists (the file stores an (n, 2) array, -1 = none)."""
-    from nsr.traces import parents
-
-    return [parents(row) for row in gen[key]]
 
 @pytest.fixture(autouse=True)
 def _one_thread(torch_single_thread):

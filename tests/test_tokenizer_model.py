@@ -1,6 +1,6 @@
 """The fixed vocabulary and its Hugging Face tokenizer, error/generation tokens, checkpoints
 (save, reload with the Auto classes, refusal of broken ones) and the shared-prefix
-attention used in training (PackedPrefixLoss) and decoding (tree_step_mask)."""
+attention used in training (PackedPrefixLoss) and decoding (owner_mask)."""
 import json
 import math
 import os
@@ -13,7 +13,7 @@ from neural_helpers import BROKEN_KINDS, BROKEN_WORDS, broken_checkpoint, other_
 
 from nsr.expressions import BINARY_OPERATORS, UNARY_OPERATORS, VARIABLES
 from nsr.model import (PackedPrefixLoss, find_checkpoint, load_checkpoint, make_config, new_model, prefill,
-                       resolve_device, run, save_checkpoint, segment_mask, tree_step_mask)
+                       resolve_device, run, save_checkpoint, segment_mask, owner_mask, PROMPT, NOBODY, DUMMY)
 from nsr.safe_io import InputError
 from nsr.tokenizer import (ERR_TOKENS, GEN_TOKENS, N_ERR, VOCAB, Vocab, build_hf_tokenizer, error_token,
                            generation_token, save_tokenizer, vocab_from_hf)
@@ -333,38 +333,45 @@ def test_segment_mask_semantics():
             assert bool(m[q, k]) == expected, (q, k)
 
 
-def test_tree_step_mask_semantics():
-    pmask = torch.tensor([[0, 1, 1], [1, 1, 1]])
-    m = tree_step_mask(pmask, step=1, width=2)
-    assert m.shape == (2, 1, 2, 3 + 2 * 2)
-    # row 0, child 1: not the padding, the prompt, and its own two tokens (positions 3 + c, 5 + c)
-    assert m[0, 0, 1].tolist() == [False, True, True, False, True, False, True]
-    assert m[1, 0, 0].tolist() == [True, True, True, True, False, True, False]
+def test_owner_mask_semantics():
+    # row 0: a left pad, two prompt tokens, then child 1's and child 0's tokens
+    owner = torch.tensor([[NOBODY, PROMPT, PROMPT, 1, 0], [PROMPT, PROMPT, PROMPT, 0, 1]])
+    slots = torch.tensor([[1, DUMMY], [0, 1]])
+    m = owner_mask(owner, slots)
+    assert m.shape == (2, 1, 2, 5)
+    assert m[0, 0, 0].tolist() == [False, True, True, True, False]  # child 1: the prompt and its own token
+    assert m[0, 0, 1].tolist() == [False, True, True, False, False]  # an unused slot sees only the prompt
+    assert m[1, 0, 0].tolist() == [True, True, True, True, False]
+    assert m[1, 0, 1].tolist() == [True, True, True, False, True]
 
 
 def test_tree_decoding_matches_full_sequence_forwards(model64):
-    """Prompts of different lengths (left-padded) prefilled once; two children per prompt
-    decoded side by side in the prompt's row: every step's logits equal those of running
-    the child's whole sequence through the model."""
+    """Prompts of different lengths (left-padded) prefilled once; children decoded side by side
+    in the prompt's row, a finished child giving up its slot (ragged rows): every step's logits
+    equal those of running the child's whole sequence through the model."""
     model, v = model64
     prompts, _ = _toy_batch(v)
     ids = v.ids
-    children = [[[ids["+"], ids["x0"], ids["1.0"]], [ids["x0"], ids["*"], ids["x0"]]],
+    children = [[[ids["+"], ids["x0"], ids["1.0"]], [ids["x0"]]],                 # child 1 of row 0 stops after t=0
                 [[ids["*"], ids["x1"], ids["x0"]], [ids["1.0"], ids["-"], ids["x1"]]]]
-    C = 2
     with torch.inference_mode():
         cache, last, pmask, plen = prefill(model, prompts, v.pad, torch.device("cpu"))
         for b, p in enumerate(prompts):
             ref = model(input_ids=torch.tensor([p])).logits[0, -1]
             torch.testing.assert_close(last[b], ref, rtol=0, atol=1e-10)
+        owner = torch.where(pmask.bool(), PROMPT, NOBODY)
         for t in range(3):
-            tok = torch.tensor([[children[b][c][t] for c in range(C)] for b in range(2)])
-            logits = run(model, cache, input_ids=tok, attention_mask=tree_step_mask(pmask, t, C),
-                         position_ids=(plen[:, None] + t).expand(2, C)).logits
+            writing = [[c for c in range(2) if t < len(children[b][c])] for b in range(2)]
+            S = max(len(w) for w in writing)
+            slots = torch.tensor([w + [DUMMY] * (S - len(w)) for w in writing])
+            tok = torch.tensor([[children[b][c][t] for c in w] + [v.pad] * (S - len(w)) for b, w in enumerate(writing)])
+            owner = torch.cat([owner, torch.where(slots >= 0, slots, NOBODY)], dim=1)
+            logits = run(model, cache, input_ids=tok, attention_mask=owner_mask(owner, slots),
+                         position_ids=(plen[:, None] + t).expand(2, S)).logits
             for b, p in enumerate(prompts):
-                for c in range(C):
+                for j, c in enumerate(writing[b]):
                     ref = model(input_ids=torch.tensor([p + children[b][c][:t + 1]])).logits[0, -1]
-                    torch.testing.assert_close(logits[b, c], ref, rtol=0, atol=1e-10)
+                    torch.testing.assert_close(logits[b, j], ref, rtol=0, atol=1e-10)
 
 
 def test_save_checkpoint_writes_extra_json(tmp_path):

@@ -18,14 +18,8 @@ from nsr.tokenizer import Vocab, error_token, generation_token
 from nsr.traces import load_traces
 from training.data import (BatchSampler, Examples, convert_files, convert_record, is_validation, load_examples,
                            pack_batch, save_examples)
+from helpers import heritage_lists as _her
 
-
-
-def _her(gen, key="heritages"):
-    """A generation's heritages as lists (the file stores an (n, 2) array, -1 = none)."""
-    from nsr.traces import parents
-
-    return [parents(row) for row in gen[key]]
 
 @pytest.fixture(autouse=True)
 def _one_thread(torch_single_thread):

@@ -51,6 +51,8 @@ def parse_args(argv):
     p.add_argument("--k", type=positive_int, default=4)
     p.add_argument("--dagger_weight", type=positive_float, default=4.0,
                    help="sampling weight of DAgger states relative to expert states")
+    p.add_argument("--targets", choices=["all", "ancestors", "improved"], default="improved",
+                   help="target selection for training (as training/train.py --targets)")
     p.add_argument("--bc_steps", type=positive_int, default=2000)
     p.add_argument("--finetune_steps", type=positive_int, default=500)
     p.add_argument("--finetune_lr", type=positive_float, default=3e-4)
@@ -193,7 +195,7 @@ def main(argv):
     def train(run_name, steps, traces, weights, init_from=None, lr=None):
         argv = ["--traces", *traces, "--trace_weights", *map(str, weights), "--name", run_name, "--output_dir", ck_dir,
                 "--steps", str(steps), "--batch_size", str(args.train_batch_size), "--seed", str(args.seed),
-                "--eval_every", str(max(1, steps // 4)), "--save_every", str(steps)]
+                "--eval_every", str(max(1, steps // 4)), "--save_every", str(steps), "--targets", args.targets]
         if init_from:
             argv += ["--init_from", init_from]
         if lr:
