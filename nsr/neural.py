@@ -121,7 +121,8 @@ class NeuralProposer:
 
         Ranked by float32 fitness, as recorded in traces, so that training and
         sampling order a population the same way."""
-        order = np.argsort(-p.fitness.astype(np.float32), kind="stable")
+        with np.errstate(over="ignore"):  # beyond float32 range is -inf there too
+            order = np.argsort(-p.fitness.astype(np.float32), kind="stable")
         hashes = kernels.hash_rows(p.codes, p.lengths)
         seen, out = set(), []
         for i in order.tolist():

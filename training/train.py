@@ -254,9 +254,9 @@ def main(argv):
 
     def save(step_now, val_loss):
         folder = os.path.join(run_dir, f"checkpoint-{step_now}")
-        train_losses = [h["train_loss"] for h in history[-20:] if "train_loss" in h]
+        # the mean training loss over the last evaluation window
         metrics = dict(meta, step=step_now, history=history,
-                       final_train_loss=float(np.mean(train_losses)) if train_losses else None,
+                       final_train_loss=history[-1]["train_loss"] if history else None,
                        final_val_loss=val_loss)
         os.makedirs(folder, exist_ok=True)
         groups = save_optimizer(opt, folder)
