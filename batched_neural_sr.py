@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from nsr.cli import ArgumentParser, nonneg_int, positive_float, positive_int, probability, run_main
+from nsr.cli import ArgumentParser, finite_float, nonneg_int, positive_float, positive_int, probability, run_main
 from nsr.datasets import DEFAULT_EXPRESSIONS, file_constants, file_operator_set, load_expressions
 from nsr.expressions import OPERATOR_SETS
 from nsr.neural_sr import DEFAULT_CHECKPOINT, BatchedNeuralSR, NeuralSR, batched_fit
@@ -32,7 +32,7 @@ def main(argv):
     p.add_argument("--population_size", type=positive_int, default=20)
     p.add_argument("--num_generations", type=positive_int, default=50)
     p.add_argument("--operator_set", choices=sorted(OPERATOR_SETS), default=None)
-    p.add_argument("--constants", type=float, nargs="+", default=None)
+    p.add_argument("--constants", type=finite_float, nargs="+", default=None)
     p.add_argument("--temperature", type=positive_float, default=1.0)
     p.add_argument("--top_k", type=nonneg_int, default=0)
     p.add_argument("--top_p", type=probability, default=1.0)

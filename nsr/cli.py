@@ -61,6 +61,7 @@ nonneg_int = _number_type(int, lambda v: v >= 0, ">= 0", "an integer")
 probability = _number_type(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]", "a number")
 positive_float = _number_type(float, lambda v: v > 0 and _finite(v), "a positive finite number", "a number")
 finite_float = _number_type(float, _finite, "finite", "a number")
+nonneg_float = _number_type(float, lambda v: v >= 0 and _finite(v), "a finite number >= 0", "a number")
 
 
 def package_versions() -> dict:

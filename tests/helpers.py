@@ -74,3 +74,63 @@ def heritage_lists(gen, key="heritages"):
     from nsr.traces import parents
 
     return [parents(row) for row in gen[key]]
+
+
+def load_module(name):
+    """A script as a module: 'generate_traces', 'training.train', 'generate_expressions', ..."""
+    import importlib
+    import importlib.util
+
+    if name == "generate_expressions":  # datasets/ is not a package
+        spec = importlib.util.spec_from_file_location("generate_expressions_script",
+                                                      os.path.join(ROOT, SCRIPTS[name]))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    return importlib.import_module(name)
+
+
+def run_in_process(script, args, capsys):
+    """Run a script's main() as its ``__main__`` block does; returns what a subprocess run would."""
+    from types import SimpleNamespace
+
+    from nsr.cli import run_main
+
+    mod = load_module(script)
+    capsys.readouterr()
+    try:
+        rc = run_main(mod.main, [str(a) for a in args])
+    except SystemExit as e:
+        rc = e.code
+    cap = capsys.readouterr()
+    return SimpleNamespace(returncode=rc, stdout=cap.out, stderr=cap.err)
+
+
+TIMING_KEYS = {"time"}
+TIMING_STAT_KEYS = {"wall_time", "model_time"}
+
+
+def without_timing(rec):
+    """A trace record with its wall-clock fields removed (they differ between identical runs)."""
+    out = {k: v for k, v in rec.items() if k not in TIMING_KEYS}
+    traj = dict(out["trajectory"])
+    traj["stats"] = {k: v for k, v in traj["stats"].items() if k not in TIMING_STAT_KEYS}
+    out["trajectory"] = traj
+    return out
+
+
+def assert_same_data(a, b, path="record"):
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), path
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        np.testing.assert_array_equal(a, b, err_msg=path)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            assert_same_data(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_data(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, (path, a, b)

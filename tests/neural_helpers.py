@@ -3,12 +3,11 @@ files, in-process CLI runs and record comparison."""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
-from types import SimpleNamespace
 
 import numpy as np
-from helpers import ROOT, run_cli, tree_listing, write_expressions  # noqa: F401  (re-exported)
+from helpers import (ROOT, assert_same_data, load_module, run_cli, run_in_process, tree_listing,  # noqa: F401
+                     without_timing, write_expressions)  # (re-exported)
 
 from nsr.expressions import evaluate, parse
 
@@ -69,55 +68,6 @@ def file_sha256(path):
 def run_neural_cli(script, args, timeout=300):
     """A repository script in a fresh interpreter, one torch thread."""
     return run_cli(script, args, timeout=timeout, env=NEURAL_ENV)
-
-
-def load_module(name):
-    """A script as a module: 'generate_traces', 'training.train', 'test_batched_sr', ..."""
-    return importlib.import_module(name)
-
-
-def run_in_process(module_name, args, capsys):
-    """Run a script's main() as its ``__main__`` block does; returns what a subprocess run would."""
-    from nsr.cli import run_main
-
-    mod = load_module(module_name)
-    capsys.readouterr()
-    try:
-        rc = run_main(mod.main, [str(a) for a in args])
-    except SystemExit as e:
-        rc = e.code
-    cap = capsys.readouterr()
-    return SimpleNamespace(returncode=rc, stdout=cap.out, stderr=cap.err)
-
-
-TIMING_KEYS = {"time"}
-TIMING_STAT_KEYS = {"wall_time", "model_time"}
-
-
-def without_timing(rec):
-    """A trace record with its wall-clock fields removed (they differ between identical runs)."""
-    out = {k: v for k, v in rec.items() if k not in TIMING_KEYS}
-    traj = dict(out["trajectory"])
-    traj["stats"] = {k: v for k, v in traj["stats"].items() if k not in TIMING_STAT_KEYS}
-    out["trajectory"] = traj
-    return out
-
-
-def assert_same_data(a, b, path="record"):
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), path
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        np.testing.assert_array_equal(a, b, err_msg=path)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
-        for k in a:
-            assert_same_data(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_data(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, (path, a, b)
 
 
 def snapshot(folder):

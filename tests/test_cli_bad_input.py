@@ -4,8 +4,6 @@ Every case must give exit status 2 and a one-line error naming the problem (no
 traceback), leave no output file behind (no temporary or partial file either)
 and leave the input file byte-identical."""
 import gzip
-import importlib
-import importlib.util
 import os
 import pickle
 import shutil
@@ -13,14 +11,12 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from helpers import ROOT, SCRIPTS, assert_one_line_error, run_cli, simple_record, tree_listing
+from helpers import ROOT, SCRIPTS, assert_one_line_error, run_cli, run_in_process, simple_record, tree_listing
 
 from nsr import safe_io
-from nsr.cli import run_main
 from nsr.safe_io import FORMAT_VERSION
 
 FILE_SCRIPTS = ("generate_traces", "basic_sr", "generate_expressions")
@@ -171,28 +167,6 @@ def _check_launched(launched, key, words):
 def test_bad_input_file(launched, script, case):
     line = _check_launched(launched, ("file", script, case), BAD_FILES[case][1])
     assert "bad.pkl.gz" in line  # names the file
-
-
-def _load_script(script):
-    if script == "generate_expressions":
-        spec = importlib.util.spec_from_file_location("generate_expressions_script",
-                                                      os.path.join(ROOT, SCRIPTS[script]))
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    return importlib.import_module(script)
-
-
-def run_in_process(script, args, capsys):
-    """Run a script's main() as its ``__main__`` block does; returns what a subprocess run would."""
-    mod = _load_script(script)
-    capsys.readouterr()
-    try:
-        rc = run_main(mod.main, [str(a) for a in args])
-    except SystemExit as e:
-        rc = e.code
-    cap = capsys.readouterr()
-    return SimpleNamespace(returncode=rc, stdout=cap.out, stderr=cap.err)
 
 
 @pytest.mark.parametrize("script,case", INPROC_CASES, ids=[f"{s}-{c}" for s, c in INPROC_CASES])

@@ -420,3 +420,37 @@ def test_dagger_resume_after_an_interruption_continues(tmp_path, dagger_run, mon
     assert [(r["iteration"], r["method"]) for r in rows] == [("expert", "basic_sr"), ("0", "neural"),
                                                              ("1", "neural")]
     assert os.listdir(copy / "checkpoints" / "iter1") == ["checkpoint-5"]
+
+
+def test_dagger_control_adds_an_expert_only_fine_tune_without_redoing_the_run(tmp_path, dagger_run, monkeypatch):
+    """--control on a finished run: only the control is trained (expert traces alone, from the BC checkpoint,
+    same steps and learning rate as the DAgger fine-tune) and evaluated; no rollout is redone."""
+    import nsr.runner
+    from nsr.cli import run_main
+    from training import dagger
+
+    run, args, _ = dagger_run
+    out = tmp_path / "runs"
+    shutil.copytree(run, out / "d")
+    copy = out / "d"
+    with open(copy / "state.json") as f:
+        state = json.load(f)
+    state["done"] = {k: (v.replace(str(run), str(copy)) if isinstance(v, str) else v) for k, v in state["done"].items()}
+    with open(copy / "state.json", "w") as f:
+        json.dump(state, f)
+    monkeypatch.setattr(nsr.runner, "run_traces", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rollout")))
+    new_args = [str(a) for a in args]
+    new_args[new_args.index("--output_dir") + 1] = str(out)
+    assert run_main(dagger.main, new_args + ["--resume", "--control"]) == 0
+    rows = _results(copy)
+    assert [(r["iteration"], r["method"]) for r in rows] == [("expert", "basic_sr"), ("0", "neural"),
+                                                             ("1", "neural"), ("1", "control")]
+    assert rows[3]["checkpoint"].endswith(os.path.join("checkpoints", "control1", "checkpoint-5"))
+    with open(copy / "checkpoints" / "control1" / "checkpoint-5" / "training_state.json") as f:
+        ctl = json.load(f)["args"]
+    with open(copy / "checkpoints" / "iter1" / "checkpoint-5" / "training_state.json") as f:
+        it1 = json.load(f)["args"]
+    assert ctl["traces"] == it1["traces"][:1] and ctl["trace_weights"] == [1.0]
+    assert ctl["init_from"] == state["done"]["bc"]  # the copy's BC checkpoint, as iter1 started from the original's
+    assert os.path.relpath(ctl["init_from"], copy) == os.path.relpath(it1["init_from"], run)
+    assert (ctl["steps"], ctl["lr"], ctl["seed"]) == (it1["steps"], it1["lr"], it1["seed"])

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from helpers import run_cli, simple_record, write_expressions
+from helpers import assert_same_data, run_cli, simple_record, without_timing, write_expressions
 
 from nsr.datasets import DEFAULT_EXPRESSIONS, count_label, load_expressions
 from nsr.evolution import OPERATOR_NAMES
@@ -16,36 +16,6 @@ RECORD_KEYS = {"expression_id", "target_expression", "final_expression", "final_
                "X", "y", "source"}
 GEN_KEYS = {"generation", "population_size", "expressions", "fitnesses", "mses", "heritages", "operators",
             "best_fitness", "best_mse", "best_expression"}
-TIMING_KEYS = {"time"}
-TIMING_STAT_KEYS = {"wall_time"}
-
-
-def without_timing(rec):
-    """A record with its wall-clock fields removed (they differ between identical runs)."""
-    out = {k: v for k, v in rec.items() if k not in TIMING_KEYS}
-    traj = dict(out["trajectory"])
-    traj["stats"] = {k: v for k, v in traj["stats"].items() if k not in TIMING_STAT_KEYS}
-    out["trajectory"] = traj
-    return out
-
-
-def assert_same_data(a, b, path="record"):
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), path
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        np.testing.assert_array_equal(a, b, err_msg=path)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
-        for k in a:
-            assert_same_data(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_data(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, (path, a, b)
-
-
 def run_ok(args, **kw):
     proc = run_cli("generate_traces", args, **kw)
     assert proc.returncode == 0, proc.stderr

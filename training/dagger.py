@@ -12,7 +12,8 @@ expert. Iteration i >= 1: neural rollouts on --rollout_problems training
 problems with mixing beta_i (each child from the expert with probability
 beta_i), expert labels for every visited state, fine-tuning on the expert
 traces plus all DAgger data so far (DAgger states weighted by
---dagger_weight), evaluation on the held-out sets. Writes
+--dagger_weight), evaluation on the held-out sets. --control adds, per
+iteration, a checkpoint fine-tuned as much on the expert traces alone. Writes
 ``{output_dir}/{name}/results.csv`` and ``solve_rate.png``; rerun with
 --resume after an interruption to continue where it stopped.
 """
@@ -62,6 +63,10 @@ def parse_args(argv):
     p.add_argument("--batch_size", type=positive_int, default=32, help="problems per model call")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--control", action="store_true",
+                   help="also fine-tune a control on the expert traces alone, with the same steps and learning "
+                        "rate each iteration, and evaluate it: separates the effect of the DAgger data from "
+                        "that of the extra training")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -103,7 +108,7 @@ class RunState:
         safe_io.atomic_write_bytes(self.path, json.dumps(self.data, indent=1, default=str).encode())
 
 
-def evaluate_checkpoint(checkpoint, eval_sets, args, iteration, beta_label):
+def evaluate_checkpoint(checkpoint, eval_sets, args, iteration, beta_label, method="neural"):
     from nsr.evaluation import run_neural, summarize
 
     rows = []
@@ -111,7 +116,7 @@ def evaluate_checkpoint(checkpoint, eval_sets, args, iteration, beta_label):
         res = run_neural(records, args.eval_seeds, opset, args.population_size, args.num_generations, checkpoint,
                          batch_size=args.batch_size, constants=consts, device=args.device)
         s = summarize(res)
-        rows.append({"iteration": iteration, "method": "neural", "eval_set": name, "checkpoint": checkpoint,
+        rows.append({"iteration": iteration, "method": method, "eval_set": name, "checkpoint": checkpoint,
                      "beta": beta_label, **s})
     return rows
 
@@ -151,6 +156,11 @@ def write_outputs(folder, results):
         pts = sorted((r["iteration"], r["solve_rate"]) for r in results
                      if r["eval_set"] == name and r["method"] == "neural")
         line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"neural SR: {name}")[0]
+        ctl = pts[:1] + sorted((r["iteration"], r["solve_rate"]) for r in results
+                               if r["eval_set"] == name and r["method"] == "control")
+        if len(ctl) > 1:
+            ax.plot([p[0] for p in ctl], [p[1] for p in ctl], marker="x", linestyle=":", color=line.get_color(),
+                    label=f"control (expert data only): {name}")
         expert = [r["solve_rate"] for r in results if r["eval_set"] == name and r["method"] == "basic_sr"]
         if expert:
             ax.axhline(expert[0], linestyle="--", color=line.get_color(), label=f"BasicSR: {name}")
@@ -273,6 +283,18 @@ def main(argv):
                 r["dagger_states"] = n_states
             state.add_results(rows)
             state.mark(f"eval_{it}")
+        if args.control:
+            if not state.done(f"control_{it}"):
+                prev = state.done(f"control_{it - 1}") if it > 1 else state.done("bc")
+                say(f"iteration {it}: control: fine-tuning on the expert traces only ...")
+                state.mark(f"control_{it}", train(f"control{it}", args.finetune_steps, list(args.expert_traces),
+                                                  [1.0] * len(args.expert_traces), init_from=prev,
+                                                  lr=args.finetune_lr))
+            if not state.done(f"eval_control_{it}"):
+                say(f"iteration {it}: evaluating the control {state.done(f'control_{it}')} ...")
+                state.add_results(evaluate_checkpoint(state.done(f"control_{it}"), eval_sets, args, it, "",
+                                                      method="control"))
+                state.mark(f"eval_control_{it}")
         write_outputs(folder, state.data["results"])
     say(f"wrote {os.path.join(folder, 'results.csv')} and solve_rate.png")
     if not args.quiet:

@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from nsr.cli import (ArgumentParser, nonneg_int, positive_float, positive_int, probability, run_main,  # noqa: E402
+from nsr.cli import (ArgumentParser, nonneg_float, nonneg_int, positive_float, positive_int, probability, run_main,  # noqa: E402
                      run_metadata)
 from nsr.safe_io import InputError  # noqa: E402
 from training.data import MODES, TARGET_MODES, BatchSampler, convert_files, load_examples, pack_batch  # noqa: E402
@@ -51,7 +51,7 @@ def parse_args(argv):
     t.add_argument("--lr", type=positive_float, default=1e-3)
     t.add_argument("--min_lr_ratio", type=probability, default=0.1)
     t.add_argument("--warmup_steps", type=nonneg_int, default=100)
-    t.add_argument("--weight_decay", type=float, default=0.01)
+    t.add_argument("--weight_decay", type=nonneg_float, default=0.01)
     t.add_argument("--grad_clip", type=positive_float, default=1.0)
     t.add_argument("--eval_every", type=positive_int, default=250)
     t.add_argument("--eval_states", type=positive_int, default=512, help="validation states per evaluation")
@@ -70,8 +70,6 @@ def parse_args(argv):
         p.error("give --traces or --data (or --resume)")
     if args.trace_weights and len(args.trace_weights) != len(args.traces):
         p.error(f"--trace_weights has {len(args.trace_weights)} values for {len(args.traces)} --traces files")
-    if args.weight_decay < 0:
-        p.error("--weight_decay must be >= 0")
     return args
 
 
