@@ -164,6 +164,7 @@ def write_outputs(folder, results):
         expert = [r["solve_rate"] for r in results if r["eval_set"] == name and r["method"] == "basic_sr"]
         if expert:
             ax.axhline(expert[0], linestyle="--", color=line.get_color(), label=f"BasicSR: {name}")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_xlabel("DAgger iteration (0 = behaviour cloning)")
     ax.set_ylabel("solve rate (R² ≥ 0.99999 on fresh points)")
     ax.set_ylim(0, 1)
