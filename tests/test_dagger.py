@@ -387,6 +387,26 @@ def test_dagger_resume_after_completion_redoes_nothing(dagger_run, monkeypatch):
         dagger.main([str(a) for a in args])
 
 
+def _copy_run(tmp_path, dagger_run, drop=()):
+    """A copy of the finished run (its state pointing at the copy) with the steps in ``drop`` undone;
+    returns (folder, arguments that run there, state)."""
+    run, args, _ = dagger_run
+    out = tmp_path / "runs"
+    shutil.copytree(run, out / "d")
+    copy = out / "d"
+    with open(copy / "state.json") as f:
+        state = json.load(f)
+    done = {k: (v.replace(str(run), str(copy)) if isinstance(v, str) else v) for k, v in state["done"].items()
+            if k not in drop}
+    dropped_iters = {int(k.split("_")[-1]) for k in drop if k.startswith("eval_")}
+    state = {"done": done, "results": [r for r in state["results"] if r["iteration"] not in dropped_iters]}
+    with open(copy / "state.json", "w") as f:
+        json.dump(state, f)
+    new_args = [str(a) for a in args]
+    new_args[new_args.index("--output_dir") + 1] = str(out)
+    return copy, new_args, state
+
+
 def test_dagger_resume_after_an_interruption_continues(tmp_path, dagger_run, monkeypatch):
     """Interrupted after relabeling: the rollout is not redone, the fine-tune and evaluation are."""
     import nsr.runner
@@ -394,17 +414,7 @@ def test_dagger_resume_after_an_interruption_continues(tmp_path, dagger_run, mon
     from training import dagger, train
 
     run, args, _ = dagger_run
-    out = tmp_path / "runs"
-    shutil.copytree(run, out / "d")
-    copy = out / "d"
-    with open(copy / "state.json") as f:
-        state = json.load(f)
-    old = str(run)
-    done = {k: (v.replace(old, str(copy)) if isinstance(v, str) else v) for k, v in state["done"].items()
-            if k not in ("finetune_1", "eval_1")}
-    state = {"done": done, "results": [r for r in state["results"] if r["iteration"] != 1]}
-    with open(copy / "state.json", "w") as f:
-        json.dump(state, f)
+    copy, new_args, _ = _copy_run(tmp_path, dagger_run, drop=("finetune_1", "eval_1"))
     shutil.rmtree(copy / "checkpoints" / "iter1")
     os.unlink(copy / "results.csv")
 
@@ -412,8 +422,6 @@ def test_dagger_resume_after_an_interruption_continues(tmp_path, dagger_run, mon
     orig_train = train.main
     monkeypatch.setattr(train, "main", lambda argv: calls.append(argv) or orig_train(argv))
     monkeypatch.setattr(nsr.runner, "run_traces", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rollout")))
-    new_args = [str(a) for a in args]
-    new_args[new_args.index("--output_dir") + 1] = str(out)
     assert run_main(dagger.main, new_args + ["--resume"]) == 0
     assert len(calls) == 1 and "--init_from" in calls[0]  # only the fine-tune
     rows = _results(copy)
@@ -429,18 +437,9 @@ def test_dagger_control_adds_an_expert_only_fine_tune_without_redoing_the_run(tm
     from nsr.cli import run_main
     from training import dagger
 
-    run, args, _ = dagger_run
-    out = tmp_path / "runs"
-    shutil.copytree(run, out / "d")
-    copy = out / "d"
-    with open(copy / "state.json") as f:
-        state = json.load(f)
-    state["done"] = {k: (v.replace(str(run), str(copy)) if isinstance(v, str) else v) for k, v in state["done"].items()}
-    with open(copy / "state.json", "w") as f:
-        json.dump(state, f)
+    run, _, _ = dagger_run
+    copy, new_args, state = _copy_run(tmp_path, dagger_run)
     monkeypatch.setattr(nsr.runner, "run_traces", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rollout")))
-    new_args = [str(a) for a in args]
-    new_args[new_args.index("--output_dir") + 1] = str(out)
     assert run_main(dagger.main, new_args + ["--resume", "--control"]) == 0
     rows = _results(copy)
     assert [(r["iteration"], r["method"]) for r in rows] == [("expert", "basic_sr"), ("0", "neural"),
