@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from nsr.cli import ArgumentParser, finite_float, nonneg_int, positive_int, run_main
+from nsr.cli import ArgumentParser, finite_float, nonneg_int, population_size, positive_int, run_main
 from nsr.datasets import DEFAULT_EXPRESSIONS, file_constants, file_operator_set, load_expressions
 from nsr.expressions import OPERATOR_SETS, arity, evaluate, parse, variables_used
 from nsr.safe_io import InputError
@@ -31,15 +31,13 @@ def main(argv):
     p.add_argument("--max_expressions", type=positive_int, default=None)
     p.add_argument("--num_points", type=positive_int, default=100)
     p.add_argument("--x_range", type=finite_float, nargs=2, default=[-1.0, 1.0])
-    p.add_argument("--population_size", type=positive_int, default=100)
+    p.add_argument("--population_size", type=population_size, default=100)
     p.add_argument("--num_generations", type=positive_int, default=50)
     p.add_argument("--max_size", type=positive_int, default=25)
     p.add_argument("--operator_set", choices=sorted(OPERATOR_SETS), default=None)
     p.add_argument("--constants", type=finite_float, nargs="+", default=None)
     p.add_argument("--seed", type=nonneg_int, default=42)
     args = p.parse_args(argv)
-    if args.population_size < 2:
-        p.error("--population_size must be at least 2")
     if args.target is not None:
         tokens = parse(args.target)
         nv = 1 + max((int(v[1:]) for v in variables_used(tokens)), default=0)

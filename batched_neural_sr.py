@@ -13,9 +13,10 @@ import os
 import sys
 import time
 
-from nsr.cli import ArgumentParser, finite_float, nonneg_int, positive_float, positive_int, probability, run_main
+from nsr.cli import (ArgumentParser, add_sampling_args, finite_float, nonneg_int, population_size, positive_int,
+                     run_main)
 from nsr.datasets import DEFAULT_EXPRESSIONS, file_constants, file_operator_set, load_expressions
-from nsr.expressions import OPERATOR_SETS
+from nsr.expressions import OPERATOR_SETS, format_infix
 from nsr.neural_sr import DEFAULT_CHECKPOINT, BatchedNeuralSR, NeuralSR, batched_fit
 from nsr.report import table
 from nsr.traces import SOLVED_MSE, seed_for
@@ -29,20 +30,13 @@ def main(argv):
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--max_expressions", type=positive_int, default=None)
     p.add_argument("--batch_size", type=positive_int, default=32)
-    p.add_argument("--population_size", type=positive_int, default=20)
+    p.add_argument("--population_size", type=population_size, default=20)
     p.add_argument("--num_generations", type=positive_int, default=50)
     p.add_argument("--operator_set", choices=sorted(OPERATOR_SETS), default=None)
     p.add_argument("--constants", type=finite_float, nargs="+", default=None)
-    p.add_argument("--temperature", type=positive_float, default=1.0)
-    p.add_argument("--top_k", type=nonneg_int, default=0)
-    p.add_argument("--top_p", type=probability, default=1.0)
-    p.add_argument("--beta", type=probability, default=0.0)
-    p.add_argument("--autoregressive", action="store_true")
-    p.add_argument("--device", default=None)
+    add_sampling_args(p)
     p.add_argument("--seed", type=nonneg_int, default=0)
     args = p.parse_args(argv)
-    if args.population_size < 2:
-        p.error("--population_size must be at least 2")
     data = load_expressions(args.expressions_file)
     records = data["records"][: args.max_expressions]
     sr = BatchedNeuralSR(args.checkpoint, population_size=args.population_size,
@@ -51,7 +45,7 @@ def main(argv):
                          constants=file_constants(data["metadata"], args.constants, args.expressions_file),
                          temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beta=args.beta,
                          autoregressive=True if args.autoregressive else None, device=args.device)
-    sr.neural.ck
+    sr.neural.ck  # load and check the checkpoint now, so a bad one fails before any work
     problems = sr.make_problems([r["X"] for r in records], [r["y"] for r in records],
                                 rngs=[seed_for(args.seed, i) for i in range(len(records))])
     t0 = time.perf_counter()
@@ -60,8 +54,6 @@ def main(argv):
     rows = []
     for r, pr in zip(records, problems):
         mse = float(pr.mse[pr.best_index()])
-        from nsr.expressions import format_infix
-
         rows.append([str(r.get("expression", r["id"]))[:40], format_infix(pr.best_tokens())[:50], mse,
                      mse <= SOLVED_MSE, len(pr.best_progression)])
     print(table(rows, ["target", "found", "MSE", "solved", "generations"]))

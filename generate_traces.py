@@ -11,8 +11,8 @@ import os
 import sys
 
 from nsr import safe_io
-from nsr.cli import (ArgumentParser, finite_float, nonneg_int, positive_float, positive_int, probability, run_main,
-                     run_metadata)
+from nsr.cli import (ArgumentParser, add_sampling_args, finite_float, nonneg_int, population_size, positive_float,
+                     positive_int, probability, run_main, run_metadata)
 from nsr.datasets import DEFAULT_EXPRESSIONS, count_label, file_constants, file_operator_set, load_expressions
 from nsr.expressions import OPERATOR_SETS
 from nsr.runner import RunSpec, run_traces
@@ -37,7 +37,7 @@ def parse_args(argv):
     p.add_argument("--output_dir", default=os.path.join("datasets", "traces"))
     p.add_argument("--output", default=None, help="explicit output path (overrides the derived name)")
     p.add_argument("--max_expressions", type=positive_int, default=None)
-    p.add_argument("--population_size", type=positive_int, default=20)
+    p.add_argument("--population_size", type=population_size, default=20)
     p.add_argument("--num_generations", type=positive_int, default=50)
     p.add_argument("--max_depth", type=positive_int, default=4)
     p.add_argument("--max_size", type=positive_int, default=25)
@@ -57,13 +57,7 @@ def parse_args(argv):
     p.add_argument("--checkpoint", default=None, help="run neural SR with this checkpoint")
     p.add_argument("--batch_size", type=positive_int, default=None,
                    help="problems per model call (neural SR; default 1)")
-    p.add_argument("--device", default=None, help="torch device for the model (default: cuda if available)")
-    p.add_argument("--temperature", type=positive_float, default=1.0)
-    p.add_argument("--top_k", type=nonneg_int, default=0)
-    p.add_argument("--top_p", type=probability, default=1.0)
-    p.add_argument("--autoregressive", action="store_true", help="the checkpoint proposes whole populations")
-    p.add_argument("--beta", type=probability, default=0.0,
-                   help="mixed rollout: each child from the expert with probability B, else from the model")
+    add_sampling_args(p)
     # long runs
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its partial file")
     p.add_argument("--save_every", type=positive_float, default=60.0, help="seconds between partial saves")
@@ -73,8 +67,6 @@ def parse_args(argv):
         p.error("--batch_size needs --checkpoint (the expert runs expressions in parallel processes)")
     if args.beta > 0 and args.checkpoint is None:
         p.error("--beta needs --checkpoint")
-    if args.population_size < 2:
-        p.error(f"--population_size must be at least 2, got {args.population_size}")
     if args.parsimony < 0:
         p.error(f"--parsimony must be >= 0, got {args.parsimony}")
     return args

@@ -14,7 +14,7 @@ import sys
 import time
 
 
-from nsr.cli import ArgumentParser, nonneg_int, positive_float, positive_int, run_main
+from nsr.cli import ArgumentParser, add_sampling_args, nonneg_int, population_size, positive_int, run_main
 from nsr.datasets import generate_dataset, load_expressions
 from nsr.expressions import OPERATOR_SETS
 from nsr.neural_sr import DEFAULT_AR_CHECKPOINT, DEFAULT_CHECKPOINT, BatchedNeuralSR
@@ -29,17 +29,13 @@ def main(argv):
                                                       f"({os.path.relpath(DEFAULT_AR_CHECKPOINT)} with --autoregressive)")
     p.add_argument("--num_problems", type=positive_int, default=3)
     p.add_argument("--expressions_file", default=None, help="take the problems from this file instead")
-    p.add_argument("--population_size", type=positive_int, default=20)
+    p.add_argument("--population_size", type=population_size, default=20)
     p.add_argument("--num_generations", type=positive_int, default=50)
     p.add_argument("--operator_set", choices=sorted(OPERATOR_SETS), default="arith")
-    p.add_argument("--autoregressive", action="store_true")
     p.add_argument("--batch_size", type=positive_int, default=None, help="default: all problems in one batch")
-    p.add_argument("--temperature", type=positive_float, default=1.0)
     p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--device", default=None)
+    add_sampling_args(p, beta=False)
     args = p.parse_args(argv)
-    if args.population_size < 2:
-        p.error("--population_size must be at least 2")
     checkpoint = args.checkpoint or (DEFAULT_AR_CHECKPOINT if args.autoregressive else DEFAULT_CHECKPOINT)
     if args.expressions_file:
         records = load_expressions(args.expressions_file)["records"][: args.num_problems]
@@ -49,7 +45,8 @@ def main(argv):
 
     neural = BatchedNeuralSR(checkpoint, population_size=args.population_size, num_generations=args.num_generations,
                              operator_set=args.operator_set, autoregressive=True if args.autoregressive else None,
-                             temperature=args.temperature, device=args.device, seed=args.seed)
+                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, device=args.device,
+                             seed=args.seed)
     neural.neural.ck  # load the checkpoint once (reported apart from the runs)
     t0 = time.perf_counter()
     models, mses, trajs = neural.batched_fit(X_list, y_list, batch_size=args.batch_size)

@@ -62,6 +62,21 @@ probability = _number_type(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]", "a num
 positive_float = _number_type(float, lambda v: v > 0 and _finite(v), "a positive finite number", "a number")
 finite_float = _number_type(float, _finite, "finite", "a number")
 nonneg_float = _number_type(float, lambda v: v >= 0 and _finite(v), "a finite number >= 0", "a number")
+# a population is the elite plus at least one child
+population_size = _number_type(int, lambda v: v >= 2, "an integer >= 2", "an integer")
+
+
+def add_sampling_args(parser, beta=True):
+    """The neural proposer's flags, the same in every script that runs a checkpoint."""
+    parser.add_argument("--device", default=None, help="torch device for the model (default: cuda if available)")
+    parser.add_argument("--temperature", type=positive_float, default=1.0)
+    parser.add_argument("--top_k", type=nonneg_int, default=0, help="0: no top-k filter")
+    parser.add_argument("--top_p", type=probability, default=1.0)
+    parser.add_argument("--autoregressive", action="store_true",
+                        help="the checkpoint proposes whole populations (autoregressive mode)")
+    if beta:
+        parser.add_argument("--beta", type=probability, default=0.0,
+                            help="mixed rollout: each child from the expert with probability B, else from the model")
 
 
 def package_versions() -> dict:

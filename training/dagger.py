@@ -27,8 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from nsr import safe_io  # noqa: E402
-from nsr.cli import (ArgumentParser, nonneg_int, positive_float, positive_int, probability, run_main,  # noqa: E402
-                     run_metadata)
+from nsr.cli import (ArgumentParser, nonneg_int, population_size, positive_float, positive_int, probability,  # noqa: E402
+                     run_main, run_metadata)
 from nsr.safe_io import InputError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,7 +58,7 @@ def parse_args(argv):
     p.add_argument("--finetune_steps", type=positive_int, default=500)
     p.add_argument("--finetune_lr", type=positive_float, default=3e-4)
     p.add_argument("--train_batch_size", type=positive_int, default=32)
-    p.add_argument("--population_size", type=positive_int, default=20)
+    p.add_argument("--population_size", type=population_size, default=20)
     p.add_argument("--num_generations", type=positive_int, default=50)
     p.add_argument("--batch_size", type=positive_int, default=32, help="problems per model call")
     p.add_argument("--device", default=None)
@@ -74,8 +74,6 @@ def parse_args(argv):
         args.beta_schedule = [0.5 * 0.5 ** i for i in range(args.iterations)]
     if len(args.beta_schedule) != args.iterations:
         p.error(f"--beta_schedule has {len(args.beta_schedule)} values for {args.iterations} iterations")
-    if args.population_size < 2:
-        p.error("--population_size must be at least 2")
     return args
 
 
