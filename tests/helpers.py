@@ -134,3 +134,26 @@ def assert_same_data(a, b, path="record"):
             assert_same_data(x, y, f"{path}[{i}]")
     else:
         assert a == b, (path, a, b)
+
+
+def denied_prefix(path, mode):
+    """A command prefix under which ``open(path, mode)`` is refused by the file's permissions, or skip.
+
+    Root ignores permissions; ``setpriv`` drops that override for the child process."""
+    import shutil
+
+    import pytest
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file permissions do not apply")
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
+    probe = subprocess.run(prefix + [sys.executable, "-c", f"open({str(path)!r}, {mode!r})"], capture_output=True)
+    if probe.returncode == 0:
+        if "w" in mode:
+            os.unlink(path)
+        pytest.skip("running as root: file permissions do not apply even under setpriv")
+    return prefix
+

@@ -6,7 +6,6 @@ and leave the input file byte-identical."""
 import gzip
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, SCRIPTS, assert_one_line_error, run_cli, run_in_process, simple_record, tree_listing
+from helpers import (ROOT, SCRIPTS, assert_one_line_error, denied_prefix, run_cli, run_in_process, simple_record,
+                     tree_listing)
 
 from nsr import safe_io
 from nsr.safe_io import FORMAT_VERSION
@@ -189,27 +189,13 @@ def test_folder_instead_of_a_file(tmp_path, capsys, script):
     check_bad_run(tmp_path, proc, ("folder", "directory"), before_tree=before_tree)
 
 
-def _unreadable_prefix(path):
-    """A command prefix under which ``path`` (mode 000) cannot be read, or skip."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root, so a mode-000 file is readable (and no setpriv to drop that right)")
-    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
-    probe = subprocess.run(prefix + [sys.executable, "-c", f"open({str(path)!r}, 'rb')"], capture_output=True)
-    if probe.returncode == 0:
-        pytest.skip("running as root, so a mode-000 file is readable")
-    return prefix
-
-
 @pytest.mark.parametrize("script", FILE_SCRIPTS)
 def test_unreadable_file(tmp_path, script):
     content = _expressions([_rec()])
     path, out = _setup(tmp_path, content)
     os.chmod(path, 0)
     try:
-        prefix = _unreadable_prefix(path)
+        prefix = denied_prefix(path, "rb")  # a file of mode 000
         before_tree = tree_listing(tmp_path)
         cmd = prefix + [sys.executable, SCRIPTS[script]] + [str(a) for a in _file_args(script, path, out)]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)

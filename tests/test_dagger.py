@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error
+from helpers import assert_one_line_error, denied_prefix
 from neural_helpers import (ROOT, assert_same_data, file_sha256, run_neural_cli, snapshot,
                             tree_listing, write_hard_expressions)
 
@@ -191,22 +191,6 @@ def test_force_relabels_an_expert_trace(tmp_path, expert_trace):
 # bad input
 
 
-def _writable_prefix(folder):
-    """A command prefix under which ``folder`` (mode 555) cannot be written, or skip."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: a read-only folder is writable")
-    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
-    probe = subprocess.run(prefix + [sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'wb')"],
-                           capture_output=True)
-    if probe.returncode == 0:
-        os.unlink(folder / "probe")
-        pytest.skip("running as root: a read-only folder is writable")
-    return prefix
-
-
 def _strip_generation_key(key):
     def make(src, dst):
         obj = load_traces(src)
@@ -272,7 +256,7 @@ def test_relabel_unwritable_output_folder(tmp_path, neural_trace):
     ro.mkdir()
     os.chmod(ro, 0o555)
     try:
-        prefix = _writable_prefix(ro)
+        prefix = denied_prefix(ro / "probe", "wb")  # a folder of mode 555
         content = inp.read_bytes()
         before = tree_listing(tmp_path)
         cmd = prefix + [sys.executable, "dagger_relabel.py", "--input", str(inp), "--output", str(ro / "x.pkl.gz")]
