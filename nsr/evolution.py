@@ -183,7 +183,7 @@ class Problem:
     def _format(self, h, i):
         s = self._infix.get(h)
         if s is None:
-            s = format_infix(self.primitives.decode(self.codes[i, : self.lengths[i]]))
+            s = format_infix(self.tokens(i))
             self._infix[h] = s
         return s
 
@@ -198,12 +198,11 @@ class Problem:
         cand = np.flatnonzero(self.mse == m)
         return int(cand[np.argmax(self.fitness[cand])]) if len(cand) > 1 else int(cand[0])
 
-    def best_tokens(self) -> tuple:
-        i = self.best_index()
-        return self.primitives.decode(self.codes[i, : self.lengths[i]])
-
     def tokens(self, i) -> tuple:
         return self.primitives.decode(self.codes[i, : self.lengths[i]])
+
+    def best_tokens(self) -> tuple:
+        return self.tokens(self.best_index())
 
     def ancestors_of_best(self) -> list:
         """Per generation, the sorted indices of the individuals the final best descends from."""
