@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""BatchedNeuralSR: neural SR on many problems at once (classes in nsr.neural_sr; this is a CLI).
+"""BatchedNeuralSR: neural SR on many problems at once (classes in nsr.estimators; this is a CLI).
 
     from batched_neural_sr import BatchedNeuralSR, NeuralSR, batched_fit
     models, mses, trajectories = batched_fit(X_list, y_list, checkpoint="training/checkpoints/default",
@@ -13,13 +13,16 @@ import os
 import sys
 import time
 
-from nsr.cli import (ArgumentParser, add_sampling_args, finite_float, nonneg_int, population_size, positive_int,
-                     run_main)
+from nsr.cli import ArgumentParser, positive_int, run_main
+from nsr.config import (FILE_DEFAULTS, ROLLOUT_DEFAULTS, EvolutionConfig, RunConfig, SamplingConfig, add_arguments,
+                        from_args)
 from nsr.datasets import DEFAULT_EXPRESSIONS, file_constants, file_operator_set, load_expressions
-from nsr.expressions import OPERATOR_SETS, format_infix
-from nsr.neural_sr import DEFAULT_CHECKPOINT, BatchedNeuralSR, NeuralSR, batched_fit
+from nsr.drivers import file_jobs, run_jobs
+from nsr.estimators import DEFAULT_CHECKPOINT, BatchedNeuralSR, NeuralSR, batched_fit
+from nsr.evaluation import eval_result
+from nsr.metrics import solved_on_data
 from nsr.report import table
-from nsr.traces import SOLVED_MSE, seed_for
+from nsr.search import Searcher
 
 __all__ = ["BatchedNeuralSR", "NeuralSR", "batched_fit"]
 
@@ -27,41 +30,35 @@ __all__ = ["BatchedNeuralSR", "NeuralSR", "batched_fit"]
 def main(argv):
     p = ArgumentParser(description="Run BatchedNeuralSR on every problem of an expressions file; print a table.")
     p.add_argument("--expressions_file", default=DEFAULT_EXPRESSIONS)
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--max_expressions", type=positive_int, default=None)
-    p.add_argument("--batch_size", type=positive_int, default=32)
-    p.add_argument("--population_size", type=population_size, default=20)
-    p.add_argument("--num_generations", type=positive_int, default=50)
-    p.add_argument("--operator_set", choices=sorted(OPERATOR_SETS), default=None)
-    p.add_argument("--constants", type=finite_float, nargs="+", default=None)
-    add_sampling_args(p)
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    add_arguments(p.add_argument_group("evolution"), EvolutionConfig, defaults={**ROLLOUT_DEFAULTS, **FILE_DEFAULTS})
+    add_arguments(p.add_argument_group("neural SR"), SamplingConfig, defaults={"checkpoint": DEFAULT_CHECKPOINT})
+    add_arguments(p.add_argument_group("run"), RunConfig, only=("seed", "batch_size", "quiet"))
     args = p.parse_args(argv)
     data = load_expressions(args.expressions_file)
     records = data["records"][: args.max_expressions]
-    sr = BatchedNeuralSR(args.checkpoint, population_size=args.population_size,
-                         num_generations=args.num_generations,
-                         operator_set=file_operator_set(data["metadata"], args.operator_set, args.expressions_file),
-                         constants=file_constants(data["metadata"], args.constants, args.expressions_file),
-                         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, beta=args.beta,
-                         autoregressive=True if args.autoregressive else None, device=args.device)
-    sr.neural.ck  # load and check the checkpoint now, so a bad one fails before any work
-    problems = sr.make_problems([r["X"] for r in records], [r["y"] for r in records],
-                                rngs=[seed_for(args.seed, i) for i in range(len(records))])
+    meta = data["metadata"]
+    evolution = from_args(EvolutionConfig, args, operator_set=file_operator_set(meta, args.operator_set,
+                                                                                args.expressions_file),
+                          constants=file_constants(meta, args.constants, args.expressions_file))
+    run = from_args(RunConfig, args)
+    searcher = Searcher(evolution, from_args(SamplingConfig, args))
+    ck = searcher.load()  # a bad checkpoint fails before any work
     t0 = time.perf_counter()
-    sr.run_problems(problems, args.batch_size)
+    results = {j.index: r for j, r in run_jobs(searcher, file_jobs(records, run.seed), eval_result,
+                                                run.neural_batch_size)}
     per = (time.perf_counter() - t0) / len(records)
     rows = []
-    for r, pr in zip(records, problems):
-        mse = float(pr.mse[pr.best_index()])
-        rows.append([str(r.get("expression", r["id"]))[:40], format_infix(pr.best_tokens())[:50], mse,
-                     mse <= SOLVED_MSE, len(pr.best_progression)])
-    print(table(rows, ["target", "found", "MSE", "solved", "generations"]))
-    st = sr.neural.stats
-    print(f"\nsolved {sum(r[3] for r in rows)}/{len(rows)}; {per:.3f}s per expression (batch {args.batch_size}, "
-          f"{sr.neural.ck.device}); model time {st['model_time']:.2f}s; well-formed "
+    for i in sorted(results):
+        r = results[i]
+        rows.append([str(r["target"] or r["id"])[:40], r["found"][:50], r["train_mse"], solved_on_data(r["train_mse"]),
+                     "-" if r["r2"] is None else r["r2"], r["generations"]])
+    print(table(rows, ["target", "found", "MSE", "solved", "R2 (fresh points)", "generations"]))
+    st = searcher.neural.stats
+    print(f"\nsolved {sum(r[3] for r in rows)}/{len(rows)}; {per:.3f}s per expression (batch "
+          f"{run.neural_batch_size}, {ck.device}); model time {st['model_time']:.2f}s; well-formed "
           f"{100.0 * st['well_formed'] / max(st['proposals'], 1):.1f}% of {st['proposals']} proposals; "
-          f"checkpoint {os.path.relpath(sr.neural.ck.path)}")
+          f"checkpoint {os.path.relpath(ck.path)}")
     return 0
 
 

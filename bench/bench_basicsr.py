@@ -37,9 +37,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.common import CpuMonitor, code_state, machine  # noqa: E402
-from nsr.datasets import HELDOUT_EXPRESSIONS, NGUYEN_EXPRESSIONS, fresh_points, load_expressions  # noqa: E402
+from nsr.datasets import HELDOUT_EXPRESSIONS, NGUYEN_EXPRESSIONS, load_expressions  # noqa: E402
+from nsr.metrics import fresh_points  # noqa: E402
 from nsr.expressions import evaluate, parse  # noqa: E402
-from nsr.sr import BasicSR  # noqa: E402
+from nsr.estimators import BasicSR  # noqa: E402
 
 R2_SOLVED = 0.99999
 N_ARITH_DEFAULT = 20

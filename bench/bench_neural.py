@@ -21,10 +21,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+from nsr.config import EvolutionConfig, SamplingConfig  # noqa: E402
 from nsr.datasets import HELDOUT_EXPRESSIONS, NGUYEN_EXPRESSIONS, file_constants, file_operator_set, load_expressions  # noqa: E402
-from nsr.evaluation import run_basic, run_neural, summarize  # noqa: E402
-from nsr.neural_sr import DEFAULT_CHECKPOINT, BatchedNeuralSR  # noqa: E402
-from nsr.traces import seed_for  # noqa: E402
+from nsr.drivers import file_jobs, run_batch  # noqa: E402
+from nsr.estimators import DEFAULT_CHECKPOINT  # noqa: E402
+from nsr.evaluation import evaluate, summarize  # noqa: E402
+from nsr.search import Searcher  # noqa: E402
 
 
 def load_set(path, n=None):
@@ -39,10 +41,11 @@ def quality(args):
     rows = []
     for gens in args.generations:
         for name, opset, consts, recs in sets:
-            b = summarize(run_basic(recs, args.seeds, opset, args.population_size, gens, constants=consts))
-            n = summarize(run_neural(recs, args.seeds, opset, args.population_size, gens, args.checkpoint,
-                                     batch_size=args.batch_size, constants=consts, device=args.device,
-                                     temperature=args.temperature))
+            evo = EvolutionConfig(population_size=args.population_size, num_generations=gens, operator_set=opset,
+                                  constants=consts)
+            sampling = SamplingConfig(checkpoint=args.checkpoint, device=args.device, temperature=args.temperature)
+            b = summarize(evaluate(Searcher(evo), recs, args.seeds))
+            n = summarize(evaluate(Searcher(evo, sampling), recs, args.seeds, args.batch_size))
             for method, s in (("BasicSR", b), ("NeuralSR", n)):
                 rows.append({"set": name, "generations": gens, "method": method, **s})
                 print(json.dumps(rows[-1]), flush=True)
@@ -69,13 +72,12 @@ def speed(args):
     import torch
 
     recs = load_expressions(HELDOUT_EXPRESSIONS)["records"]
-    sr = BatchedNeuralSR(args.checkpoint, population_size=args.population_size, num_generations=args.speed_generations,
-                         early_stop=False, device=args.device, eval_workers=args.eval_workers)
-    ck = sr.neural.ck
+    searcher = Searcher(EvolutionConfig(population_size=args.population_size, num_generations=args.speed_generations,
+                                        early_stop=False), SamplingConfig(checkpoint=args.checkpoint, device=args.device))
+    ck = searcher.load()
     cuda = ck.device.type == "cuda"
     # warm up (allocator, kernels) outside the timings
-    warm = sr.make_problems([r["X"] for r in recs[:2]], [r["y"] for r in recs[:2]])
-    sr.run_problems(warm)
+    run_batch(searcher, file_jobs(recs[:2], 0), lambda *a: None)
     results = []
     for bs in args.batch_sizes:
         n_problems = max(bs, args.min_problems)
@@ -88,14 +90,14 @@ def speed(args):
         for rep in range(args.repeats):
             if cuda:
                 torch.cuda.reset_peak_memory_stats(ck.device)
-            problems = sr.make_problems([r["X"] for r in pool], [r["y"] for r in pool],
-                                        rngs=[seed_for(rep, i) for i in range(len(pool))])
-            sr.neural.reset_stats()
+            jobs = file_jobs(pool, rep)
+            searcher.neural.reset_stats()
             t0 = time.perf_counter()
-            sr.run_problems(problems, batch_size=bs)
+            for s in range(0, len(jobs), bs):
+                run_batch(searcher, jobs[s:s + bs], lambda *a: None)
             wall = time.perf_counter() - t0
             per_expr.append(wall / len(pool))
-            model_share.append(sr.neural.stats["model_time"] / wall)
+            model_share.append(searcher.neural.stats["model_time"] / wall)
             peak = torch.cuda.max_memory_allocated(ck.device) / 2**20 if cuda else peak_rss_mb()
         row = {"batch_size": bs, "problems": len(pool), "device": str(ck.device),
                "median_s_per_expression": statistics.median(per_expr), "runs": per_expr,
@@ -128,7 +130,6 @@ def main():
     p.add_argument("--speed_generations", type=int, default=10)
     p.add_argument("--min_problems", type=int, default=32, help="problems per speed measurement")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--eval_workers", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args()
     rows = quality(args) if args.what == "quality" else speed(args)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """DAgger relabeling speed: states per second on one core (issue 5).
 
-Relabels every state of a neural trace file with ``nsr.dagger.Relabeler`` (the
+Relabels every state of a neural trace file with ``nsr.relabel.Relabeler`` (the
 code behind ``dagger_relabel.py``), in this process pinned to one CPU, for
 ``--label expert`` and ``--label best_of_k --k K``; ``--repeats`` passes each,
 alternating, medians reported. Loading and saving the file are not timed (the
@@ -45,12 +45,12 @@ def make_neural_trace(folder, problems, quiet):
 
 
 def time_pass(records, label, k):
-    from nsr.dagger import Relabeler
+    from nsr.relabel import Relabeler
 
-    rl = Relabeler(label, k)
+    rl = Relabeler(label, k, seed=0)
     t0 = time.perf_counter()
     for i, r in enumerate(records):
-        rl.relabel_record(r, 0, i)
+        rl.relabel_record(r, i)
     return rl.states, time.perf_counter() - t0
 
 

@@ -4,82 +4,76 @@
     python datasets/generate_expressions.py --operator_set arith --num_expressions 1000 --complexity 0.5
 
 writes ``datasets/expressions/arith_1k_c05_<timestamp>.pkl.gz``. ``--nguyen``
-writes the Nguyen-1..12 benchmark instead.
+writes the Nguyen-1..12 benchmark instead, ``--feynman [CSV]`` the AI Feynman
+equations (``feynman_100.pkl.gz``; a malformed row is reported and skipped). An
+existing output is never replaced without --overwrite, and the output may not
+be one of the --exclude files.
 """
 import datetime
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from nsr import safe_io  # noqa: E402
-from nsr.cli import (ArgumentParser, finite_float, nonneg_int, positive_int, probability, run_main,  # noqa: E402
-                     run_metadata)
-from nsr.datasets import (EXPRESSIONS_DIR, count_label, function_signature, generate_dataset,  # noqa: E402
-                          load_expressions, nguyen_records, target_tokens)
-from nsr.expressions import OPERATOR_SETS  # noqa: E402
+from nsr import safe_io
+from nsr.cli import ArgumentParser, run_main, run_metadata
+from nsr.config import add_arguments, from_args
+from nsr.datasets import (EXPRESSIONS_DIR, FEYNMAN_CSV, DatasetConfig, count_label, feynman_records,
+                          function_signature, generate_dataset, load_expressions, nguyen_records, target_tokens)
+from nsr.drivers import check_output
 
 
 def parse_args(argv):
     p = ArgumentParser(description=__doc__.split("\n")[1])
-    p.add_argument("--operator_set", choices=sorted(OPERATOR_SETS), default="arith")
-    p.add_argument("--num_expressions", type=positive_int, default=10)
-    p.add_argument("--complexity", type=probability, default=0.5, help="0..1, drives the number of operators")
-    p.add_argument("--min_vars", type=positive_int, default=1)
-    p.add_argument("--max_vars", type=positive_int, default=3)
-    p.add_argument("--constants", type=finite_float, nargs="+", default=[1.0])
-    p.add_argument("--num_points", type=positive_int, default=100)
-    p.add_argument("--x_min", type=finite_float, default=-2.0)
-    p.add_argument("--x_max", type=finite_float, default=2.0)
-    p.add_argument("--noise", type=finite_float, default=0.0, help="Gaussian noise, as a fraction of std(y)")
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    add_arguments(p, DatasetConfig)
     p.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
                    help="expressions files whose functions must not be sampled (keeps sets disjoint)")
-    p.add_argument("--nguyen", action="store_true", help="write the Nguyen-1..12 benchmark instead")
+    bench = p.add_mutually_exclusive_group()
+    bench.add_argument("--nguyen", action="store_true", help="write the Nguyen-1..12 benchmark instead")
+    bench.add_argument("--feynman", nargs="?", const=FEYNMAN_CSV, default=None, metavar="CSV",
+                       help=f"write the AI Feynman equations of this table instead (default table: {FEYNMAN_CSV}); "
+                            f"--num_points points per equation, uniform in each variable's range")
     p.add_argument("--output_dir", default=EXPRESSIONS_DIR)
     p.add_argument("--output", default=None, help="explicit output path (default: a name from the parameters)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
-    if args.min_vars > args.max_vars or args.max_vars > 10:
-        p.error(f"need 1 <= --min_vars <= --max_vars <= 10, got {args.min_vars}..{args.max_vars}")
-    if not args.x_min < args.x_max:
-        p.error(f"--x_min must be below --x_max, got {args.x_min} and {args.x_max}")
-    if args.noise < 0:
-        p.error(f"--noise must be >= 0, got {args.noise}")
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv):
     args = parse_args(argv)
+    cfg = from_args(DatasetConfig, args)
+    if args.nguyen:
+        name = "nguyen_12.pkl.gz"
+    elif args.feynman:
+        name = "feynman_100.pkl.gz"
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
+        name = f"{cfg.operator_set}_{count_label(cfg.num_expressions)}_c{round(cfg.complexity * 10):02d}_{stamp}.pkl.gz"
+    path = args.output or os.path.join(args.output_dir, name)
+    check_output(path, args.overwrite, args.exclude)
     exclude = set()
-    for path in args.exclude:
-        for r in load_expressions(path)["records"]:
+    for ex in args.exclude:
+        for r in load_expressions(ex)["records"]:
             tokens = target_tokens(r)
             if tokens is not None:
                 exclude.add(r["expression"])
                 exclude.add(function_signature(tokens, r["X"].shape[1]))
     if args.nguyen:
-        records = nguyen_records(args.seed)
-        name = "nguyen_12.pkl.gz"
-        params = {"benchmark": "Nguyen-1..12", "operator_set": "full", "constants": [1.0], "seed": args.seed}
+        records = nguyen_records(cfg.seed)
+        params = {"benchmark": "Nguyen-1..12", "operator_set": "full", "constants": [1.0], "seed": cfg.seed}
+    elif args.feynman:
+        warn = (lambda m: None) if args.quiet else (lambda m: print(f"note: {m}", file=sys.stderr))
+        records, notes = feynman_records(args.feynman, cfg.num_points, cfg.seed, warn=warn)
+        params = {"benchmark": "AI Feynman (Udrescu & Tegmark 2020), SRBench ground-truth Feynman problems",
+                  "source_table": os.path.basename(args.feynman), "operator_set": "physics", "constants": [1.0],
+                  "num_points": cfg.num_points, "seed": cfg.seed, "notes": notes}
     else:
-        with tqdm(total=args.num_expressions, disable=args.quiet, desc="expressions") as bar:
-            records = generate_dataset(
-                args.num_expressions, args.operator_set, args.complexity, (args.min_vars, args.max_vars),
-                tuple(args.constants), args.num_points, (args.x_min, args.x_max), args.noise, args.seed,
-                exclude=exclude, progress=bar.update)
-        stamp = datetime.datetime.now().strftime("%Y%m%d_%H%M%S")
-        name = (f"{args.operator_set}_{count_label(args.num_expressions)}_c{round(args.complexity * 10):02d}"
-                f"_{stamp}.pkl.gz")
-        params = {"operator_set": args.operator_set, "num_expressions": args.num_expressions,
-                  "complexity": args.complexity, "num_vars": [args.min_vars, args.max_vars],
-                  "constants": list(args.constants), "num_points": args.num_points,
-                  "x_range": [args.x_min, args.x_max], "noise": args.noise, "seed": args.seed,
-                  "excluded_files": [os.path.basename(p) for p in args.exclude]}
-    path = args.output or os.path.join(args.output_dir, name)
-    safe_io.check_output_file(path)
+        with tqdm(total=cfg.num_expressions, disable=args.quiet, desc="expressions") as bar:
+            records = generate_dataset(cfg, exclude=exclude, progress=bar.update)
+        params = cfg.to_dict()
+        params.update(num_vars=[cfg.min_vars, cfg.max_vars], x_range=[cfg.x_min, cfg.x_max],
+                      excluded_files=[os.path.basename(p) for p in args.exclude])
     meta = run_metadata(args)
     meta.update(params)
     safe_io.save(path, "expressions", meta, records)

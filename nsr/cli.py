@@ -1,4 +1,10 @@
-"""What every command-line script shares: one-line errors, exit status 2, run metadata."""
+"""What every command-line script shares: one-line errors, exit statuses, signals, run metadata.
+
+Bad input exits 2 with one ``error:`` line; SIGINT exits 130 and SIGTERM 143,
+each with one line saying what was kept (long runs save finished results for
+``--resume`` first). Flags themselves are generated from the config
+dataclasses (:func:`nsr.config.add_arguments`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +12,7 @@ import datetime
 import os
 import platform
 import shlex
+import signal
 import sys
 from typing import Callable
 
@@ -13,70 +20,68 @@ from .expressions import ExpressionError
 from .safe_io import InputError
 
 EXIT_BAD_INPUT = 2
+MAX_MESSAGE = 400
+
+
+class Terminated(BaseException):
+    """SIGTERM (what ``kill`` and cluster schedulers send), raised like KeyboardInterrupt so that runs save and stop."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are a single line (no usage dump) with exit status 2."""
 
     def error(self, message):
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {_one_line(message)}\n")
         sys.exit(EXIT_BAD_INPUT)
 
 
+def _one_line(message) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
+
+
 def run_main(main: Callable[[list], int | None], argv=None) -> int:
-    """Call ``main``; bad input becomes one ``error:`` line on stderr and exit status 2."""
+    """Call ``main``; bad input becomes one ``error:`` line and exit status 2, signals 130/143."""
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "nsr"
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         rc = main(sys.argv[1:] if argv is None else argv)
         return int(rc or 0)
     except (InputError, ExpressionError) as e:
-        sys.stderr.write(f"{prog}: error: {e}\n")
+        sys.stderr.write(f"{prog}: error: {_one_line(e)}\n")
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("SIGINT", 130)
+        note = getattr(e, "nsr_note", None)
+        sys.stderr.write(f"{prog}: interrupted by {name}" + (f"; {note}" if note else "; nothing was written") + "\n")
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
-def _number_type(convert, ok, requirement, kind):
-    """An argparse type: ``convert`` the text, then require ``ok(value)``."""
-
-    def parse(text):
-        try:
-            v = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
-        if not ok(v):
-            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text}")
-        return v
-
-    return parse
+def parse_shard(text):
+    """``i/n`` for --shard: every n-th expression starting at i."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n or n > 10**6:
+        raise argparse.ArgumentTypeError(f"need 0 <= i < n <= 1000000, got {text!r}")
+    return i, n
 
 
-def _finite(v):
-    return v == v and v not in (float("inf"), float("-inf"))
-
-
-positive_int = _number_type(int, lambda v: v >= 1, "a positive integer", "an integer")
-nonneg_int = _number_type(int, lambda v: v >= 0, ">= 0", "an integer")
-probability = _number_type(float, lambda v: 0.0 <= v <= 1.0, "in [0, 1]", "a number")
-positive_float = _number_type(float, lambda v: v > 0 and _finite(v), "a positive finite number", "a number")
-finite_float = _number_type(float, _finite, "finite", "a number")
-nonneg_float = _number_type(float, lambda v: v >= 0 and _finite(v), "a finite number >= 0", "a number")
-# a population is the elite plus at least one child
-population_size = _number_type(int, lambda v: v >= 2, "an integer >= 2", "an integer")
-
-
-def add_sampling_args(parser, beta=True):
-    """The neural proposer's flags, the same in every script that runs a checkpoint."""
-    parser.add_argument("--device", default=None, help="torch device for the model (default: cuda if available)")
-    parser.add_argument("--temperature", type=positive_float, default=1.0)
-    parser.add_argument("--top_k", type=nonneg_int, default=0, help="0: no top-k filter")
-    parser.add_argument("--top_p", type=probability, default=1.0)
-    parser.add_argument("--autoregressive", action="store_true",
-                        help="the checkpoint proposes whole populations (autoregressive mode)")
-    if beta:
-        parser.add_argument("--beta", type=probability, default=0.0,
-                            help="mixed rollout: each child from the expert with probability B, else from the model")
+def positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return v
 
 
 def package_versions() -> dict:
@@ -93,9 +98,10 @@ def package_versions() -> dict:
 
 def run_metadata(args=None) -> dict:
     """Command, parameters, versions and time of a run, stored in every output file."""
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()} if args is not None else {}
     return {
         "command": " ".join(shlex.quote(a) for a in [os.path.basename(sys.executable)] + sys.argv),
-        "parameters": dict(vars(args)) if args is not None else {},
+        "parameters": params,
         "package_versions": package_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "host": platform.node(),

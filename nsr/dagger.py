@@ -1,108 +1,299 @@
-"""DAgger relabeling: ask the expert proposer what it would do from recorded states.
+"""The DAgger loop: roll out, relabel with the expert, aggregate, fine-tune, evaluate.
 
-For every generation of a neural trajectory, the recorded population
-(expressions and fitnesses) is loaded into a :class:`~nsr.evolution.Problem`
-and the expert proposer makes the next population from exactly that state:
-the elite (index 0) and ``population_size - 1`` children, with heritages and
-the operator used. The labels are stored beside the neural data as
-``expert_expressions``, ``expert_heritages``, ``expert_operators`` and
-``expert_fitnesses``; nothing recorded by the rollout is changed.
+Iteration 0 evaluates the starting checkpoint (behaviour cloning; trained here
+first if no ``init_checkpoint`` is given) and the BasicSR expert. Iteration
+i >= 1: neural rollouts on ``rollout_problems`` training problems with mixing
+beta_i (each child from the expert with probability beta_i), expert labels for
+every visited state, fine-tuning on the expert traces plus all DAgger data so
+far (DAgger states weighted by ``dagger_weight``), evaluation on the held-out
+sets. ``control`` adds, per iteration, a checkpoint fine-tuned as much on the
+expert traces alone, to tell the DAgger data's effect from more training.
 
-``best_of_k``: the expert proposes k candidates per child slot and the fittest
-is the label. Every state has its own generator (``SeedSequence([seed,
-record index, generation])``), and candidate 0 of every slot is exactly the
-plain expert label from that stream, so best-of-k labels are never less fit.
+Every step is the library's own: rollouts are :func:`~nsr.drivers.write_traces`,
+labels :func:`~nsr.relabel.relabel_file`, training :func:`~nsr.trainer.train`,
+evaluation :func:`~nsr.evaluation.evaluate`. Writes
+``{output_dir}/{name}/results.csv`` and ``solve_rate.png``; ``resume``
+continues an interrupted run where it stopped (``state.json`` records each
+finished step).
 """
 from __future__ import annotations
 
+import csv
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Optional
+
 import numpy as np
 
-from .evolution import ELITE, OPERATOR_NAMES, EvolutionConfig, Problem
-from .expressions import ExpressionError, format_infix, parse_cached
-from .proposers import ExpertProposer
+from . import safe_io
+from .config import BOOL, Config, EvolutionConfig, Float, Int, RunConfig, Rule, SamplingConfig, param
+from .relabel import LABELS
 from .safe_io import InputError
-from .traces import primitives_of
 
-LABELS = ("expert", "best_of_k")
-
-
-def _config_of(record) -> EvolutionConfig:
-    p = record.get("basicsr_params") or {}
-    cfg = EvolutionConfig()
-    for k in ("population_size", "max_depth", "max_size", "tournament_size", "crossover_prob", "parsimony"):
-        if k in p:
-            setattr(cfg, k, p[k])
-    return cfg
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REQUIRED = dataclasses.MISSING
 
 
-class Relabeler:
-    """Relabels trajectories (parses are memoised: populations repeat across states)."""
+@dataclass(frozen=True)
+class DAggerConfig(Config):
+    expert_traces: tuple = param(REQUIRED, "BasicSR traces: the behaviour-cloning data", Rule("paths"))
+    train_expressions: str = param(REQUIRED, "problems for the rollouts", Rule("str"))
+    eval_expressions: tuple = param(REQUIRED, "held-out problem sets", Rule("paths"))
+    name: str = param("dagger", "run name: results go to OUTPUT_DIR/NAME/", Rule("str"))
+    output_dir: str = param(os.path.join(ROOT, "training", "dagger_runs"), "folder of runs", Rule("str"))
+    init_checkpoint: Optional[str] = param(None, "start here (else train behaviour cloning first)",
+                                           Rule("str", optional=True))
+    iterations: int = param(3, "DAgger iterations", Int(1, 1000))
+    beta_schedule: Optional[tuple] = param(None, "beta per iteration (default: 0.5 halving each iteration)",
+                                           Rule("floats", 0.0, 1.0, optional=True))
+    rollout_problems: int = param(200, "training problems rolled out per iteration", Int(1, 10**8))
+    eval_problems: Optional[int] = param(None, "first N of each eval set", Int(1, 10**8, optional=True))
+    eval_seeds: tuple = param((0,), "seeds of the evaluation runs", Rule("ints", 0))
+    label: str = param("best_of_k", "expert labels", Rule("str", choices=LABELS))
+    k: int = param(4, "candidates per child slot for best_of_k", Int(1, 1000))
+    dagger_weight: float = param(4.0, "sampling weight of DAgger states relative to expert states",
+                                 Float(0.0, lo_open=True))
+    targets: str = param("improved", "target selection for training (as train.py --targets)",
+                         Rule("str", choices=("all", "ancestors", "improved")))
+    bc_steps: int = param(2000, "behaviour-cloning steps (without --init_checkpoint)", Int(1, 10**9))
+    finetune_steps: int = param(500, "fine-tuning steps per iteration", Int(1, 10**9))
+    finetune_lr: float = param(3e-4, "fine-tuning learning rate", Float(0.0, 10.0, lo_open=True))
+    train_batch_size: int = param(32, "states per training step", Int(1, 1_000_000))
+    batch_size: int = param(32, "problems per model call (rollouts and evaluation)", Int(1, 100_000))
+    device: Optional[str] = param(None, "torch device", Rule("str", optional=True))
+    seed: int = param(0, "seeds rollouts, labels and training", Int(0, 2**62))
+    control: bool = param(False, "also fine-tune a control on the expert traces alone, with the same steps and "
+                                 "learning rate each iteration, and evaluate it", BOOL)
+    resume: bool = param(False, "continue an interrupted run", BOOL)
+    quiet: bool = param(False, "no progress bars", BOOL)
 
-    def __init__(self, label="expert", k=1):
-        if label not in LABELS:
-            raise InputError(f"unknown label {label!r} (choose from {', '.join(LABELS)})")
-        if label == "best_of_k" and k < 1:
-            raise InputError(f"--k must be >= 1, got {k}")
-        self.label, self.k = label, (k if label == "best_of_k" else 1)
-        self.states = 0
+    def validate(self):
+        if self.beta_schedule is not None and len(self.beta_schedule) != self.iterations:
+            raise InputError(f"beta_schedule has {len(self.beta_schedule)} values for {self.iterations} iterations")
+        if not self.name or "/" in self.name or self.name in (".", ".."):
+            raise InputError(f"name must be a plain folder name, got {self.name!r}")
 
-    @staticmethod
-    def tokens(text):
-        try:
-            return parse_cached(text)
-        except (ExpressionError, TypeError) as e:
-            raise InputError(f"unparseable recorded expression: {e}") from None
+    @property
+    def betas(self) -> tuple:
+        return self.beta_schedule or tuple(0.5 * 0.5 ** i for i in range(self.iterations))
 
-    def relabel_record(self, record, seed: int, index: int, where="") -> dict:
-        prims = primitives_of(record)
-        cfg = _config_of(record)
-        problem = Problem(record["X"], record["y"], prims, None, cfg, record.get("expression_id"))
-        out = dict(record)
-        traj = dict(record["trajectory"])
-        new_gens = []
-        for g, gen in enumerate(traj["generations"]):
-            exprs, fits = gen.get("expressions"), gen.get("fitnesses")
-            if exprs is None or fits is None or len(exprs) != len(fits) or not len(exprs):
-                raise InputError(f"{where}generation {g} lacks a population with fitnesses")
-            problem.rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(index), g]))
-            new_gens.append(self.relabel_state(problem, gen, g))
-        traj["generations"] = new_gens
-        out["trajectory"] = traj
-        out.update(dagger=True, original_source=record.get("source", "neural_sr"), dagger_label=self.label,
-                   dagger_k=self.k)
-        return out
 
-    def relabel_state(self, problem: Problem, gen: dict, generation: int) -> dict:
-        """A copy of ``gen`` with the expert's next population from that state added."""
-        exprs = gen["expressions"]
-        fitness = np.asarray(gen["fitnesses"], dtype=np.float64)
-        prims = problem.primitives
-        toks = [self.tokens(e) for e in exprs]
-        width = max(problem.config.max_size, max(len(t) for t in toks))
-        codes = np.zeros((len(toks), width), dtype=np.int16)
-        lengths = np.fromiter((len(t) for t in toks), dtype=np.int64, count=len(toks))
-        try:
-            for i, t in enumerate(toks):
-                codes[i, : len(t)] = prims.encode(t)
-        except ExpressionError as e:
-            raise InputError(f"generation {generation}: {e}") from None
-        problem.codes, problem.lengths, problem.fitness = codes, lengths, fitness
-        n = len(toks) - 1
-        elite = int(np.argmax(fitness))
-        prop = ExpertProposer.propose_one(problem, n * self.k)
-        _, _, cand_fit = problem._score(prop.codes, prop.lengths)
-        choice = np.arange(n)
-        if self.k > 1:
-            # candidate j of slot i is j*n + i; argmax takes the first maximum, so candidate 0 wins ties
-            choice = np.argmax(cand_fit.reshape(self.k, n), axis=0) * n + np.arange(n)
-        labels = [format_infix(prims.decode(prop.codes[c, : prop.lengths[c]])) for c in choice.tolist()]
-        ops = [OPERATOR_NAMES[o] for o in prop.operators[choice].tolist()]
-        self.states += 1
-        gen = dict(gen)
-        gen.update(
-            expert_expressions=[exprs[elite]] + labels,
-            expert_heritages=np.concatenate(([[elite, -1]], prop.parents[choice])).astype(np.int32),
-            expert_operators=[OPERATOR_NAMES[ELITE]] + ops,
-            expert_fitnesses=np.concatenate(([fitness[elite]], cand_fit[choice])).astype(np.float32),
-        )
-        return gen
+class RunState:
+    """Which steps are done, saved atomically after each one (for resume)."""
+
+    def __init__(self, folder, config: dict, resume: bool):
+        self.path = os.path.join(folder, "state.json")
+        self.data = {"done": {}, "results": []}
+        if os.path.exists(self.path):
+            if not resume:
+                raise InputError(f"{folder}: a run of this name exists; use --resume or another --name")
+            try:
+                with open(self.path) as f:
+                    self.data = json.load(f)
+            except (OSError, ValueError) as e:
+                raise InputError(f"{self.path}: unreadable ({str(e)[:200]})") from None
+            if not isinstance(self.data, dict) or not isinstance(self.data.get("done"), dict):
+                raise InputError(f"{self.path}: not a DAgger run state")
+        self.data["config"] = config
+        self.save()
+
+    def done(self, key):
+        return self.data["done"].get(key)
+
+    def mark(self, key, value=True):
+        self.data["done"][key] = value
+        self.save()
+
+    def add_results(self, rows):
+        self.data["results"] += rows
+        self.save()
+
+    def save(self):
+        safe_io.atomic_write_bytes(self.path, json.dumps(self.data, indent=1, default=str).encode())
+
+
+CSV_FIELDS = ["iteration", "method", "eval_set", "beta", "solve_rate", "solved", "runs", "median_train_mse",
+              "well_formed_pct", "time_per_expression", "dagger_states", "checkpoint"]
+
+
+def write_outputs(folder, results):
+    """results.csv and solve_rate.png (solve rate per iteration, expert and control as references)."""
+    path = os.path.join(folder, "results.csv")
+    with open(path + ".tmp", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in results:
+            w.writerow(r)
+    os.replace(path + ".tmp", path)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in sorted({r["eval_set"] for r in results}):
+        pts = sorted((r["iteration"], r["solve_rate"]) for r in results
+                     if r["eval_set"] == name and r["method"] == "neural")
+        line = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"neural SR: {name}")[0]
+        ctl = pts[:1] + sorted((r["iteration"], r["solve_rate"]) for r in results
+                               if r["eval_set"] == name and r["method"] == "control")
+        if len(ctl) > 1:
+            ax.plot([p[0] for p in ctl], [p[1] for p in ctl], marker="x", linestyle=":", color=line.get_color(),
+                    label=f"control (expert data only): {name}")
+        expert = [r["solve_rate"] for r in results if r["eval_set"] == name and r["method"] == "basic_sr"]
+        if expert:
+            ax.axhline(expert[0], linestyle="--", color=line.get_color(), label=f"BasicSR: {name}")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_xlabel("DAgger iteration (0 = behaviour cloning)")
+    ax.set_ylabel("solve rate (R² ≥ 0.99999 on fresh points)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "solve_rate.png.tmp"), format="png", dpi=120)
+    plt.close(fig)
+    os.replace(os.path.join(folder, "solve_rate.png.tmp"), os.path.join(folder, "solve_rate.png"))
+
+
+class EvalSet:
+    """A held-out expressions file with the operator set and constants it is run with."""
+
+    def __init__(self, path, limit=None):
+        from .datasets import file_constants, file_operator_set, load_expressions
+
+        d = load_expressions(path)
+        self.name = os.path.basename(path).replace(".pkl.gz", "")
+        self.records = d["records"][:limit] if limit else d["records"]
+        self.operator_set = file_operator_set(d["metadata"], None, path)
+        self.constants = file_constants(d["metadata"], None, path)
+
+
+def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional[dict] = None) -> str:
+    """Run (or resume) the loop; returns the run folder."""
+    from .cli import run_metadata
+    from .datasets import file_constants, file_operator_set, load_expressions
+    from .drivers import file_jobs, write_traces
+    from .evaluation import evaluate, summarize
+    from .model import find_checkpoint
+    from .relabel import Relabeler, relabel_file
+    from .search import Searcher
+    from .traces import load_traces, seed_for
+    from .trainer import TrainConfig, train
+
+    metadata = metadata or run_metadata()
+    # check every input before any work
+    for path in cfg.expert_traces:
+        load_traces(path)
+    train_data = load_expressions(cfg.train_expressions)
+    eval_sets = [EvalSet(p, cfg.eval_problems) for p in cfg.eval_expressions]
+    if cfg.init_checkpoint:
+        find_checkpoint(cfg.init_checkpoint)
+    folder = os.path.join(cfg.output_dir, cfg.name)
+    safe_io.ensure_output_dir(folder)
+    config = {k: v for k, v in cfg.to_dict().items() if k != "resume"}  # a resume that does nothing changes nothing
+    state = RunState(folder, {"dagger": config, "evolution": evolution.to_dict()}, cfg.resume)
+    ck_dir = os.path.join(folder, "checkpoints")
+    say = (lambda *a: None) if cfg.quiet else print
+    opset = file_operator_set(train_data["metadata"], None, cfg.train_expressions)
+    consts = file_constants(train_data["metadata"], None, cfg.train_expressions)
+
+    def fine_tune(run_name, steps, traces, weights, init_from=None, lr=None):
+        tc = TrainConfig(traces=tuple(traces), trace_weights=tuple(weights), name=run_name, output_dir=ck_dir,
+                         steps=steps, batch_size=cfg.train_batch_size, seed=cfg.seed, eval_every=max(1, steps // 4),
+                         save_every=steps, targets=cfg.targets, init_from=init_from, device=cfg.device,
+                         quiet=cfg.quiet, resume=os.path.isdir(os.path.join(ck_dir, run_name)),  # continue a cut one
+                         **({"lr": lr, "warmup_steps": 20} if lr else {}))
+        return train(tc)
+
+    def sampling(checkpoint, beta=0.0):
+        return SamplingConfig(checkpoint=checkpoint, device=cfg.device, beta=beta)
+
+    def evaluate_method(checkpoint, iteration, beta_label, method):
+        rows = []
+        for es in eval_sets:
+            evo = evolution.replace(operator_set=es.operator_set, constants=es.constants)
+            searcher = Searcher(evo, sampling(checkpoint) if checkpoint else None)
+            s = summarize(evaluate(searcher, es.records, cfg.eval_seeds, cfg.batch_size))
+            rows.append({"iteration": iteration, "method": method, "eval_set": es.name, "checkpoint": checkpoint or "",
+                         "beta": beta_label, **s})
+        return rows
+
+    # iteration 0: behaviour cloning, and the expert for reference
+    current = state.done("bc")
+    if not current:
+        current = cfg.init_checkpoint and find_checkpoint(cfg.init_checkpoint)
+        if not current:
+            say("training behaviour cloning ...")
+            current = fine_tune("bc", cfg.bc_steps, cfg.expert_traces, [1.0] * len(cfg.expert_traces))
+        state.mark("bc", current)
+    if not state.done("eval_expert"):
+        say("evaluating BasicSR ...")
+        state.add_results(evaluate_method(None, "expert", "", "basic_sr"))
+        state.mark("eval_expert")
+    if not state.done("eval_0"):
+        say(f"evaluating iteration 0 ({current}) ...")
+        state.add_results(evaluate_method(current, 0, "", "neural"))
+        state.mark("eval_0")
+    write_outputs(folder, state.data["results"])
+
+    dagger_files = [state.done(f"relabel_{i}") for i in range(1, cfg.iterations + 1) if state.done(f"relabel_{i}")]
+    for it in range(1, cfg.iterations + 1):
+        beta = cfg.betas[it - 1]
+        it_dir = os.path.join(folder, f"iter{it}")
+        os.makedirs(it_dir, exist_ok=True)
+        if state.done(f"finetune_{it}"):
+            current = state.done(f"finetune_{it}")
+        else:
+            rollout = os.path.join(it_dir, "rollout.pkl.gz")
+            if not state.done(f"rollout_{it}"):
+                rng = seed_for(cfg.seed, 1000 + it)  # a fresh subset of training problems per iteration
+                n = min(cfg.rollout_problems, len(train_data["records"]))
+                idx = np.sort(rng.choice(len(train_data["records"]), size=n, replace=False))
+                jobs = file_jobs([train_data["records"][i] for i in idx], cfg.seed + it, indices=idx.tolist())
+                searcher = Searcher(evolution.replace(operator_set=opset, constants=consts, collect_trajectory=True),
+                                    sampling(current, beta))
+                say(f"iteration {it}: rollouts on {n} problems with beta={beta:g} ...")
+                write_traces(searcher, jobs, rollout, metadata,
+                             RunConfig(seed=cfg.seed + it, batch_size=cfg.batch_size, quiet=cfg.quiet),
+                             resume=os.path.exists(rollout + ".partial"), overwrite=True)
+                state.mark(f"rollout_{it}", rollout)
+            labeled = os.path.join(it_dir, "rollout_dagger.pkl.gz")
+            if not state.done(f"relabel_{it}"):
+                relabel_file(rollout, labeled, Relabeler(cfg.label, cfg.k, cfg.seed + it), metadata, overwrite=True,
+                             quiet=cfg.quiet)
+                state.mark(f"relabel_{it}", labeled)
+                dagger_files.append(labeled)
+            say(f"iteration {it}: fine-tuning on {len(cfg.expert_traces)} expert + {len(dagger_files)} DAgger files ...")
+            current = fine_tune(f"iter{it}", cfg.finetune_steps, list(cfg.expert_traces) + dagger_files,
+                                [1.0] * len(cfg.expert_traces) + [cfg.dagger_weight] * len(dagger_files),
+                                init_from=current, lr=cfg.finetune_lr)
+            state.mark(f"finetune_{it}", current)
+        if not state.done(f"eval_{it}"):
+            say(f"iteration {it}: evaluating {current} ...")
+            n_states = sum(load_traces(f)["metadata"].get("states", 0) for f in dagger_files[:it])
+            rows = evaluate_method(current, it, beta, "neural")
+            for r in rows:
+                r["dagger_states"] = n_states
+            state.add_results(rows)
+            state.mark(f"eval_{it}")
+        if cfg.control:
+            if not state.done(f"control_{it}"):
+                prev = state.done(f"control_{it - 1}") if it > 1 else state.done("bc")
+                say(f"iteration {it}: control: fine-tuning on the expert traces only ...")
+                state.mark(f"control_{it}", fine_tune(f"control{it}", cfg.finetune_steps, list(cfg.expert_traces),
+                                                      [1.0] * len(cfg.expert_traces), init_from=prev,
+                                                      lr=cfg.finetune_lr))
+            if not state.done(f"eval_control_{it}"):
+                say(f"iteration {it}: evaluating the control {state.done(f'control_{it}')} ...")
+                state.add_results(evaluate_method(state.done(f"control_{it}"), it, "", "control"))
+                state.mark(f"eval_control_{it}")
+        write_outputs(folder, state.data["results"])
+    say(f"wrote {os.path.join(folder, 'results.csv')} and solve_rate.png")
+    if not cfg.quiet:
+        from .report import table
+
+        rows = [[r["iteration"], r["method"], r["eval_set"], r["solve_rate"], r["median_train_mse"],
+                 r.get("well_formed_pct") or "-", r["time_per_expression"]] for r in state.data["results"]]
+        print(table(rows, ["iter", "method", "eval set", "solve rate", "median MSE", "well-formed %", "s/expr"]))
+    return folder

@@ -1,7 +1,6 @@
 """Grammar-constrained sampling of prefix expressions.
 
-:class:`PrefixGrammarLogitsProcessor` is a Hugging Face ``LogitsProcessor``
-that admits only tokens keeping each row a well-formed prefix expression:
+:class:`GrammarMask` admits only tokens keeping each row a well-formed prefix expression:
 within ``max_size`` nodes, within the row's own variables, operators and
 constants, and closed by ``<sep>``/``<eos>`` exactly when complete. Every
 sampled proposal therefore parses, by construction.
@@ -15,13 +14,8 @@ from __future__ import annotations
 
 import torch
 
-try:
-    from transformers import LogitsProcessor
-except ImportError:  # pragma: no cover - transformers is a hard dependency; keep the module importable
-    LogitsProcessor = object
 
-
-class PrefixGrammarLogitsProcessor(LogitsProcessor):
+class GrammarMask:
     """Masks logits so that each row stays a valid prefix expression (or sequence of them).
 
     ``allowed``: (rows x vocab) bool, the expression tokens each row may use.
@@ -46,7 +40,6 @@ class PrefixGrammarLogitsProcessor(LogitsProcessor):
         n = torch.ones(self.rows, dtype=torch.long) if n_expressions is None else torch.as_tensor(n_expressions)
         self.n_expr = n.to(dev).long()
         self.finished = torch.zeros(self.rows, dtype=torch.bool, device=dev)
-        self._started = False
 
     def select(self, index: torch.Tensor):
         """Keep only rows ``index`` (when finished rows are dropped from the batch)."""
@@ -94,13 +87,6 @@ class PrefixGrammarLogitsProcessor(LogitsProcessor):
         closing = torch.where(last, eos_only[None, :], sep_only[None, :])
         m = torch.where((self.need > 0)[:, None], ok, closing)
         return torch.where(self.finished[:, None], pad_only[None, :], m)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        # As a plain HF LogitsProcessor (model.generate): the last input token is the one just emitted.
-        if self._started:
-            self.update(input_ids[:, -1])
-        self._started = True
-        return scores.masked_fill(~self.mask(), float("-inf"))
 
 
 def sample_from_logits(logits: torch.Tensor, uniforms: torch.Tensor, temperature=1.0, top_k=0, top_p=1.0):

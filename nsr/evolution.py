@@ -15,14 +15,14 @@ fitness ``-inf``. The reported best is the lowest-MSE individual (see
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from . import kernels
-from .expressions import Primitives, format_infix
+from .config import EvolutionConfig
+from .expressions import Primitives, const_token, format_infix
 
 OPERATOR_NAMES = ("initial", "crossover", "mutation", "elite", "neural")
 INITIAL, CROSSOVER, MUTATION, ELITE, NEURAL = range(5)
@@ -30,49 +30,15 @@ assert CROSSOVER == kernels.CROSSOVER and MUTATION == kernels.MUTATION
 
 
 @dataclass
-class EvolutionConfig:
-    population_size: int = 100
-    num_generations: int = 50  # generations in the trajectory, the initial one included
-    max_depth: int = 4  # bound on random trees (initial population and mutation)
-    max_size: int = 25  # bound on every individual's node count
-    tournament_size: int = 3
-    crossover_prob: float = 0.7
-    parsimony: float = 1e-3  # per node, against the variance-normalised MSE
-    mse_threshold: float = 1e-10
-    early_stop: bool = True
-    simplify_generations: int = 0  # extra generations after reaching the threshold
-    time_limit: Optional[float] = None  # seconds per problem
-    collect_trajectory: bool = False
-
-    def validate(self):
-        for name in ("population_size", "num_generations", "max_depth", "max_size", "tournament_size"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.population_size < 2:
-            raise ValueError(f"population_size must be at least 2, got {self.population_size}")
-        if not 0.0 <= self.crossover_prob <= 1.0:
-            raise ValueError(f"crossover_prob must be in [0, 1], got {self.crossover_prob}")
-        if not (self.parsimony >= 0 and np.isfinite(self.parsimony)):
-            raise ValueError(f"parsimony must be a finite number >= 0, got {self.parsimony}")
-        if self.simplify_generations < 0:
-            raise ValueError(f"simplify_generations must be >= 0, got {self.simplify_generations}")
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise ValueError(f"time_limit must be positive, got {self.time_limit}")
-        return self
-
-    def as_dict(self):
-        return asdict(self)
-
-
-@dataclass
 class Proposal:
-    """Children for one problem: codes (n x width), lengths, parents (n x 2, -1 = none), operator codes."""
+    """Children for one problem: codes (n x width), lengths, parents (n x 2, -1 = none), operator codes,
+    and the starting values of their fitted constants (n x width, aligned with codes; None: no fitting)."""
 
     codes: np.ndarray
     lengths: np.ndarray
     parents: np.ndarray
     operators: np.ndarray
+    cvals: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -81,13 +47,14 @@ class Problem:
 
     X: np.ndarray
     y: np.ndarray
-    primitives: Primitives
-    rng: np.random.Generator
     config: EvolutionConfig
+    rng: Optional[np.random.Generator]
     problem_id: object = None
     # filled by start()
     codes: np.ndarray = field(default=None, repr=False)
     lengths: np.ndarray = field(default=None, repr=False)
+    cvals: np.ndarray = field(default=None, repr=False)  # fitted constants, aligned with codes
+    ab: np.ndarray = field(default=None, repr=False)  # linear scaling (a, b) per individual: (1, 0) without
     mse: np.ndarray = field(default=None, repr=False)
     fitness: np.ndarray = field(default=None, repr=False)
     generation: int = 0
@@ -100,36 +67,57 @@ class Problem:
         if X.ndim == 1:
             X = X[:, None]
         self.X, self.y = X, y
+        self.primitives: Primitives = self.config.primitives(X.shape[1])
         self.Xt = np.ascontiguousarray(X.T)
         var = float(np.var(y))
         self.scale = var if var > 1e-300 else 1.0
-        self.cache = kernels.FitnessCache()
+        self.cache = kernels.FitnessCache(fitted_width=self.config.max_size if self.primitives.fit else 0)
         self.best_progression: list = []
         self.generations: list = []
         self.parents_history: list = []
         self._infix: dict = {}
         self._stop_at = None
         self._t0 = None
-        self.stats.update(evaluations=0, proposals=0)
+        self.stats.update(evaluations=0, proposals=0, model_evaluations=0)
 
     # -- population bookkeeping ------------------------------------------------
-    def _score(self, codes, lengths):
+    def _values(self, cvals, codes):
+        return np.zeros(codes.shape) if cvals is None else cvals
+
+    def score(self, codes, lengths, cvals=None, ab=None):
+        """(hashes, MSE, fitness) of programs, through this run's cache (each distinct skeleton is evaluated,
+        and its constants fitted, once). With constant fitting, ``cvals`` is fitted in place.
+
+        ``stats['evaluations']`` counts distinct programs evaluated, ``stats['model_evaluations']`` every
+        evaluation of a model, the fitting's residual and Jacobian passes included (as Operon counts)."""
         hashes = kernels.hash_rows(codes, lengths)
-        mse, n_eval = self.cache.mse(codes, lengths, hashes, self.Xt, self.y, self.primitives.constants,
-                                     codes.shape[1])
-        self.stats["evaluations"] += int(n_eval)
+        ab = np.empty((len(lengths), 2)) if ab is None else ab
+        mse, n_new, n_evals = self.cache.mse(codes, lengths, self._values(cvals, codes), ab, hashes, self.Xt, self.y,
+                                             self.primitives.constants, codes.shape[1], self.config.constant_fitting,
+                                             self.config.linear_scaling)
+        self.stats["evaluations"] += n_new
+        self.stats["model_evaluations"] += n_evals
         with np.errstate(invalid="ignore", over="ignore"):
             fit = -mse / self.scale - self.config.parsimony * lengths
         fit[~np.isfinite(mse)] = -np.inf
         return hashes, mse, fit
 
-    def start(self, codes, lengths):
+    def start(self, codes, lengths, cvals=None):
         """Set and score the initial population (generation 0)."""
         self._t0 = time.perf_counter()
         self.codes, self.lengths = codes, np.asarray(lengths, dtype=np.int64)
-        hashes, self.mse, self.fitness = self._score(self.codes, self.lengths)
+        self.cvals = self._values(cvals, codes)
+        self.ab = np.empty((len(self.lengths), 2))
+        hashes, self.mse, self.fitness = self.score(self.codes, self.lengths, self.cvals, self.ab)
         n = len(self.lengths)
         self._record(hashes, np.full((n, 2), -1, dtype=np.int64), np.full(n, INITIAL, dtype=np.int8))
+
+    def load_state(self, codes, lengths, fitness, generation: int, cvals=None):
+        """Set a recorded population (DAgger relabeling asks the expert about it); nothing is recorded."""
+        self.codes, self.lengths = codes, np.asarray(lengths, dtype=np.int64)
+        self.cvals = self._values(cvals, codes)
+        self.fitness = np.asarray(fitness, dtype=np.float64)
+        self.generation = int(generation)
 
     def advance(self, proposal: Proposal):
         elite = int(np.argmax(self.fitness))
@@ -137,10 +125,16 @@ class Problem:
         new = np.zeros((1 + len(proposal.lengths), width), dtype=np.int16)
         new[0, : self.codes.shape[1]] = self.codes[elite]
         new[1:, : proposal.codes.shape[1]] = proposal.codes
+        cvals = np.zeros(new.shape)
+        cvals[0, : self.codes.shape[1]] = self.cvals[elite]
+        if proposal.cvals is not None:
+            cvals[1:, : proposal.cvals.shape[1]] = proposal.cvals
         lengths = np.concatenate(([self.lengths[elite]], proposal.lengths)).astype(np.int64)
-        hashes, mse, fit = self._score(new[1:], lengths[1:])
+        ab = np.empty((len(lengths), 2))
+        ab[0] = self.ab[elite]
+        hashes, mse, fit = self.score(new[1:], lengths[1:], cvals[1:], ab[1:])
         elite_hash = kernels.hash_rows(new[:1], lengths[:1])
-        self.codes, self.lengths = new, lengths
+        self.codes, self.lengths, self.cvals, self.ab = new, lengths, cvals, ab
         self.mse = np.concatenate(([self.mse[elite]], mse))
         self.fitness = np.concatenate(([self.fitness[elite]], fit))
         parents = np.concatenate(([[elite, -1]], proposal.parents)).astype(np.int64)
@@ -169,14 +163,15 @@ class Problem:
                 "operators": [OPERATOR_NAMES[o] for o in ops.tolist()],
                 "best_fitness": float(self.fitness.max()),
                 "best_mse": best_mse,
-                "best_expression": exprs[best],
+                "best_expression": format_infix(self.model_tokens(best)) if cfg.linear_scaling else exprs[best],
             })
         # early stop, generation budget, time limit
         if cfg.early_stop and self._stop_at is None and best_mse <= cfg.mse_threshold:
             self._stop_at = self.generation + cfg.simplify_generations
         if (self.generation >= cfg.num_generations - 1
                 or (self._stop_at is not None and self.generation >= self._stop_at)
-                or (cfg.time_limit is not None and time.perf_counter() - self._t0 > cfg.time_limit)):
+                or (cfg.time_limit is not None and time.perf_counter() - self._t0 > cfg.time_limit)
+                or (cfg.max_evaluations is not None and self.stats["model_evaluations"] >= cfg.max_evaluations)):
             self.done = True
             self.stats["wall_time"] = time.perf_counter() - self._t0
 
@@ -199,10 +194,25 @@ class Problem:
         return int(cand[np.argmax(self.fitness[cand])]) if len(cand) > 1 else int(cand[0])
 
     def tokens(self, i) -> tuple:
+        """Individual ``i``'s tokens, its fitted constants shown as numbers."""
+        n = self.lengths[i]
+        return self.primitives.decode(self.codes[i, :n], self.cvals[i, :n])
+
+    def model_tokens(self, i) -> tuple:
+        """What individual ``i`` predicts: its tokens, inside ``((a * f) + b)`` with linear scaling."""
+        toks = self.tokens(i)
+        if not self.config.linear_scaling:
+            return toks
+        a, b = self.ab[i]
+        return ("+", "*", const_token(a)) + toks + (const_token(b),)
+
+    def skeleton(self, i) -> tuple:
+        """Individual ``i``'s tokens with ``C`` for its fitted constants."""
         return self.primitives.decode(self.codes[i, : self.lengths[i]])
 
     def best_tokens(self) -> tuple:
-        return self.tokens(self.best_index())
+        """The reported model: the lowest-MSE individual (with its linear scaling, if on)."""
+        return self.model_tokens(self.best_index())
 
     def ancestors_of_best(self) -> list:
         """Per generation, the sorted indices of the individuals the final best descends from."""
@@ -225,32 +235,25 @@ class Problem:
         }
 
 
-def evolve(problems: Sequence[Problem], proposer, initializer: Callable, progress=None, workers: int = 1):
+def evolve(problems: Sequence[Problem], proposer, initializer: Callable, progress: Callable = None):
     """Run every problem to its end; ``proposer.propose(active, n_children)``
-    returns one :class:`Proposal` per active problem.
-
-    ``workers`` > 1 scores problems in threads (the kernels release the GIL).
-    """
+    returns one :class:`Proposal` per active problem. ``progress(n)`` is told
+    of each generation in which ``n`` problems finished."""
     problems = list(problems)
     for p in problems:
-        codes, lengths = initializer(p)
-        p.start(codes, lengths)
-    pool = ThreadPoolExecutor(workers) if workers > 1 and len(problems) > 1 else None
-    try:
-        while True:
-            active = [p for p in problems if not p.done]
-            if not active:
-                break
-            n_children = active[0].config.population_size - 1
-            proposals = proposer.propose(active, n_children)
-            if pool is None:
-                for p, prop in zip(active, proposals):
-                    p.advance(prop)
-            else:
-                list(pool.map(lambda a: a[0].advance(a[1]), zip(active, proposals)))
-            if progress is not None:
-                progress(sum(p.done for p in problems), active)
-    finally:
-        if pool is not None:
-            pool.shutdown()
+        p.start(*initializer(p))
+    finished = sum(p.done for p in problems)  # solved at once, or a one-generation budget
+    if progress is not None and finished:
+        progress(finished)
+    while True:
+        active = [p for p in problems if not p.done]
+        if not active:
+            break
+        n_children = active[0].config.population_size - 1
+        proposals = proposer.propose(active, n_children)
+        for p, prop in zip(active, proposals):
+            p.advance(prop)
+        finished = sum(p.done for p in active)
+        if progress is not None and finished:
+            progress(finished)
     return problems

@@ -1,16 +1,14 @@
 """Expressions: one representation, a flat prefix token sequence (gplearn style).
 
 A program is a tuple of string tokens in prefix (Polish) order, e.g.
-``('+', 'x0', '1.0')`` for ``(x0 + 1.0)``. Tokens are operators, variables
-``x0..x9`` and constants written as ``repr(float(c))``. Everything else
-(infix text, sympy, integer codes for the compiled kernels) is converted at the
-edges by the functions below.
-
-Operators are protected so that none is NaN everywhere by accident:
-``a / b`` is 1 where ``|b| < 1e-10``; ``log(a)`` is ``log|a|`` (0 where
-``|a| < 1e-10``); ``sqrt(a)`` is ``sqrt|a|``; ``exp`` clips its argument at
-100; ``a ^ b`` is the real power where ``b`` is an integer and ``|a| ^ b``
-elsewhere. Values that still overflow become inf and are masked by the fitness.
+``('+', 'x0', '1.0')`` for ``(x0 + 1.0)``. Tokens are operators (see
+:mod:`nsr.operators`), variables ``x0..x9``, constants written as
+``repr(float(c))``, and the placeholder ``C`` of a fitted constant. A run with
+constant fitting keeps each individual's fitted values beside its codes; its
+tokens show them as numbers at full precision (:meth:`Primitives.decode`),
+while the *skeleton* (``C`` in their place) is what the fitness cache and the
+model see. Everything else (infix text, sympy, integer codes for the compiled
+kernels) is converted at the edges by the functions below.
 """
 from __future__ import annotations
 
@@ -21,29 +19,35 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-BINARY_OPERATORS = ("+", "-", "*", "/", "^")
-UNARY_OPERATORS = ("sin", "cos", "exp", "log", "sqrt")
-OPERATORS = BINARY_OPERATORS + UNARY_OPERATORS
-ARITY = {**{op: 2 for op in BINARY_OPERATORS}, **{op: 1 for op in UNARY_OPERATORS}}
+from .operators import ARITY, BINARY, BY_NAME, OPCODE, OPERATOR_SETS, OPERATORS, SPELLINGS, UNARY, apply
+
 MAX_VARIABLES = 10
 VARIABLES = tuple(f"x{i}" for i in range(MAX_VARIABLES))
-OPERATOR_SETS = {
-    "arith": ("+", "-", "*"),
-    "full": ("+", "-", "*", "/", "^", "sin", "cos", "exp", "log", "sqrt"),
-}
 DEFAULT_CONSTANTS = (1.0,)
 
-# Integer codes for the compiled kernels: operators first (fixed order), then
-# variables, then indices into the run's constant table.
-OP_CODE = {op: i for i, op in enumerate(OPERATORS)}
-VAR_CODE0 = len(OPERATORS)  # 10
-CONST_CODE0 = VAR_CODE0 + MAX_VARIABLES  # 20
-PROTECT_EPS = 1e-10
-EXP_CLIP = 100.0
+FIT_TOKEN = "C"  # a fitted constant's placeholder
+
+# Integer codes for the compiled kernels: operators first (registry order),
+# then variables, the fitted-constant placeholder, then indices into the run's
+# constant table.
+VAR_CODE0 = len(OPERATORS)
+FIT_CODE = VAR_CODE0 + MAX_VARIABLES
+CONST_CODE0 = FIT_CODE + 1
+
+# Bounds on text the parser accepts: expressions also come from files, and an
+# over-deep one must be a clear error, not a RecursionError.
+MAX_TEXT = 100_000
+MAX_NESTING = 200
 
 
 class ExpressionError(ValueError):
     """A string or token sequence that is not a valid expression."""
+
+
+def shorten(text, limit: int = 80) -> str:
+    """``repr(text)``, cut to ``limit`` characters for error messages."""
+    r = repr(text)
+    return r if len(r) <= limit else f"{r[: limit - 3]}... ({len(text)} characters)"
 
 
 def const_token(value: float) -> str:
@@ -53,23 +57,16 @@ def const_token(value: float) -> str:
     return repr(value)
 
 
-def is_variable(tok: str) -> bool:
-    return tok in _VAR_INDEX
-
-
 _VAR_INDEX = {v: i for i, v in enumerate(VARIABLES)}
 
 
-def variable_index(tok: str) -> int:
-    return _VAR_INDEX[tok]
-
-
 def is_constant(tok: str) -> bool:
-    if tok in ARITY or tok in _VAR_INDEX:
+    """A numeric literal (not the placeholder ``C``)."""
+    if tok in ARITY or tok in _VAR_INDEX or tok == FIT_TOKEN:
         return False
     try:
         return math.isfinite(float(tok))
-    except ValueError:
+    except (ValueError, TypeError):
         return False
 
 
@@ -78,9 +75,9 @@ def arity(tok: str) -> int:
     a = ARITY.get(tok)
     if a is not None:
         return a
-    if tok in _VAR_INDEX or is_constant(tok):
+    if tok in _VAR_INDEX or tok == FIT_TOKEN or is_constant(tok):
         return 0
-    raise ExpressionError(f"unknown token {tok!r}")
+    raise ExpressionError(f"unknown token {shorten(tok)}")
 
 
 def resolve_operators(operator_set: str | None = "arith", binary_operators=None, unary_operators=None):
@@ -94,10 +91,10 @@ def resolve_operators(operator_set: str | None = "arith", binary_operators=None,
     unary = tuple(unary_operators or ())
     for op in binary:
         if ARITY.get(op) != 2:
-            raise ExpressionError(f"unknown binary operator {op!r} (choose from {' '.join(BINARY_OPERATORS)})")
+            raise ExpressionError(f"unknown binary operator {op!r} (choose from {' '.join(BINARY)})")
     for op in unary:
         if ARITY.get(op) != 1:
-            raise ExpressionError(f"unknown unary operator {op!r} (choose from {' '.join(UNARY_OPERATORS)})")
+            raise ExpressionError(f"unknown unary operator {op!r} (choose from {' '.join(UNARY)})")
     if not binary and not unary:
         raise ExpressionError("no operators given")
     return binary, unary
@@ -122,12 +119,8 @@ def is_valid(tokens: Sequence[str]) -> bool:
 def check(tokens: Sequence[str]) -> tuple:
     tokens = tuple(tokens)
     if not is_valid(tokens):
-        raise ExpressionError(f"not a well-formed prefix expression: {' '.join(map(str, tokens))!r}")
+        raise ExpressionError(f"not a well-formed prefix expression: {shorten(' '.join(map(str, tokens)))}")
     return tokens
-
-
-def size(tokens: Sequence[str]) -> int:
-    return len(tokens)
 
 
 def depth(tokens: Sequence[str]) -> int:
@@ -148,12 +141,24 @@ def depth(tokens: Sequence[str]) -> int:
     return best
 
 
-def subtree_end(tokens: Sequence[str], start: int) -> int:
-    need, i = 1, start
-    while need:
-        need += arity(tokens[i]) - 1
-        i += 1
-    return i
+def subtrees(tokens: Sequence[str]) -> list:
+    """(start, end) of every subtree, in the order their ends are reached."""
+    out = []
+    stack = []  # open nodes: [start, remaining children]
+    for i, t in enumerate(tokens):
+        a = arity(t)
+        if a == 0:
+            end = i + 1
+            out.append((i, end))
+            while stack:
+                stack[-1][1] -= 1
+                if stack[-1][1]:
+                    break
+                s, _ = stack.pop()
+                out.append((s, end))
+        else:
+            stack.append([i, a])
+    return out
 
 
 def variables_used(tokens: Sequence[str]) -> set:
@@ -170,44 +175,44 @@ def format_infix(tokens: Sequence[str]) -> str:
     for tok in reversed(tokens):
         a = ARITY.get(tok)
         if a is None:
-            if tok not in _VAR_INDEX and not is_constant(tok):
-                raise ExpressionError(f"unknown token {tok!r}")
+            if tok not in _VAR_INDEX and tok != FIT_TOKEN and not is_constant(tok):
+                raise ExpressionError(f"unknown token {shorten(tok)}")
             # negative constants in parentheses: "(-1.0) ^ 2.0" must not read as -(1.0 ^ 2.0)
             stack.append(f"({tok})" if tok[0] == "-" else tok)
         elif len(stack) < a:
-            raise ExpressionError(f"not a well-formed prefix expression: {tuple(tokens)!r}")
+            raise ExpressionError(f"not a well-formed prefix expression: {shorten(' '.join(tokens))}")
         elif a == 1:
             stack.append(f"{tok}({stack.pop()})")
         else:
             left = stack.pop()
             stack.append(f"({left} {tok} {stack.pop()})")
     if len(stack) != 1:
-        raise ExpressionError(f"not a well-formed prefix expression: {tuple(tokens)!r}")
+        raise ExpressionError(f"not a well-formed prefix expression: {shorten(' '.join(tokens))}")
     return stack[0]
 
 
 def _parse_canonical(text: str):
-    """Fast path for the canonical format of :func:`format_infix` (None if the text is not in it)."""
+    """Fast path for the canonical format of :func:`format_infix` (None if the text is not in it).
+
+    Iterative: nesting depth costs nothing here."""
     ops, out = [], []
     for t in text.replace("(", " ( ").replace(")", " ) ").split():
-        if t == "(" or t in _FUNCTIONS:
-            ops.append(t)
-        elif t in _CANON_BINARY:
+        if t == "(" or t in _UNARY_SET or t in _BINARY_SET:
             ops.append(t)
         elif t == ")":
             if not ops:
                 return None
             top = ops.pop()
-            if top in _CANON_BINARY:
+            if top in _BINARY_SET:
                 if len(out) < 2 or not ops or ops.pop() != "(":
                     return None
                 right = out.pop()
                 out[-1] = [top] + out[-1] + right
             elif top != "(" or not out:
                 return None
-            if ops and ops[-1] in _FUNCTIONS:
+            if ops and ops[-1] in _UNARY_SET:
                 out[-1] = [ops.pop()] + out[-1]
-        elif t in _VAR_INDEX:
+        elif t in _VAR_INDEX or t == FIT_TOKEN:
             out.append([t])
         else:
             try:
@@ -222,13 +227,18 @@ def _parse_canonical(text: str):
     return tuple(out[0])
 
 
-_CANON_BINARY = frozenset(BINARY_OPERATORS)
-
-
-_TOKEN_RE = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|(\*\*|[-+*/^()])|([A-Za-z_][A-Za-z_0-9]*))")
-_FUNCTIONS = {"sin", "cos", "exp", "log", "sqrt"}
-_BINARY_PREC = {"+": (1, "left"), "-": (1, "left"), "*": (2, "left"), "/": (2, "left"), "^": (4, "right"), "**": (4, "right")}
+_UNARY_SET = frozenset(UNARY)
+_BINARY_SET = frozenset(BINARY)
+# binary spellings -> (operator, precedence, right associative); '**' is '^'
+_BINARY_SPELLINGS = {s: (n, BY_NAME[n].precedence, BY_NAME[n].right_assoc)
+                     for s, n in SPELLINGS.items() if ARITY[n] == 2}
+_FUNCTION_SPELLINGS = {s: n for s, n in SPELLINGS.items() if ARITY[n] == 1}
+_SYMBOLS = sorted(set(_BINARY_SPELLINGS) | {"(", ")", "+", "-"}, key=len, reverse=True)
+_TOKEN_RE = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)|("
+                       + "|".join(re.escape(s) for s in _SYMBOLS) + r")|([A-Za-z_][A-Za-z_0-9]*))")
 _NAMED_CONSTANTS = {"pi": math.pi, "E": math.e}
+# unary minus binds looser than '^' but tighter than '*' and '/'
+_UNARY_MINUS_PRECEDENCE = 3
 
 
 def parse(text: str) -> tuple:
@@ -236,11 +246,14 @@ def parse(text: str) -> tuple:
 
     Accepts the canonical parenthesised format of :func:`format_infix` (exact
     round trip) and ordinary sympy-style strings: ``x0**2 + sin(x1)``,
-    ``2*x0 - x1/3``, unary minus, ``^`` or ``**`` for powers. Integers become
-    float constants (``2`` -> ``'2.0'``). No code is executed.
+    ``2*x0 - x1/3``, unary minus, ``^`` or ``**`` for powers, ``ln`` for
+    ``log``, ``pi``. Integers become float constants (``2`` -> ``'2.0'``).
+    No code is executed; over-long or over-deep text is an ExpressionError.
     """
     if not isinstance(text, str):
         raise ExpressionError(f"expected a string, got {type(text).__name__}")
+    if len(text) > MAX_TEXT:
+        raise ExpressionError(f"expression of {len(text)} characters is too long (at most {MAX_TEXT})")
     fast = _parse_canonical(text)
     if fast is not None and is_valid(fast):
         return fast
@@ -250,7 +263,7 @@ def parse(text: str) -> tuple:
     while pos < len(text_stripped):
         m = _TOKEN_RE.match(text_stripped, pos)
         if not m or m.end() == pos:
-            raise ExpressionError(f"cannot parse {text!r} at position {pos}")
+            raise ExpressionError(f"cannot parse {shorten(text)} at position {pos}")
         num, op, name = m.groups()
         if num is not None:
             lexemes.append(("num", num))
@@ -264,7 +277,7 @@ def parse(text: str) -> tuple:
     parser = _Parser(lexemes, text)
     tree = parser.expression(0)
     if parser.i != len(lexemes):
-        raise ExpressionError(f"unexpected {lexemes[parser.i][1]!r} in {text!r}")
+        raise ExpressionError(f"unexpected {lexemes[parser.i][1]!r} in {shorten(text)}")
     return tree
 
 
@@ -275,10 +288,12 @@ def parse_cached(text: str) -> tuple:
 
 
 class _Parser:
-    """Precedence climbing over lexemes; builds prefix token tuples directly."""
+    """Precedence climbing over lexemes; builds prefix token tuples directly.
+
+    Recursive, so nesting is counted and bounded (``MAX_NESTING``)."""
 
     def __init__(self, lexemes, text):
-        self.lx, self.i, self.text = lexemes, 0, text
+        self.lx, self.i, self.text, self.level = lexemes, 0, text, 0
 
     def peek(self):
         return self.lx[self.i] if self.i < len(self.lx) else (None, None)
@@ -286,29 +301,34 @@ class _Parser:
     def take(self):
         item = self.peek()
         if item[0] is None:
-            raise ExpressionError(f"unexpected end of expression in {self.text!r}")
+            raise ExpressionError(f"unexpected end of expression in {shorten(self.text)}")
         self.i += 1
         return item
 
     def expression(self, min_prec):
+        self.level += 1
+        if self.level > MAX_NESTING:
+            raise ExpressionError(f"expression nested too deeply (more than {MAX_NESTING} levels): "
+                                  f"{shorten(self.text)}")
         left = self.unary()
         while True:
             kind, val = self.peek()
-            if kind != "op" or val not in _BINARY_PREC:
-                return left
-            prec, assoc = _BINARY_PREC[val]
+            if kind != "op" or val not in _BINARY_SPELLINGS:
+                break
+            name, prec, right_assoc = _BINARY_SPELLINGS[val]
             if prec < min_prec:
-                return left
+                break
             self.take()
-            right = self.expression(prec + 1 if assoc == "left" else prec)
-            left = ("^" if val == "**" else val,) + left + right
+            right = self.expression(prec if right_assoc else prec + 1)
+            left = (name,) + left + right
+        self.level -= 1
+        return left
 
     def unary(self):
         kind, val = self.peek()
-        if kind == "op" and val in "+-" and len(val) == 1:
+        if kind == "op" and val in ("+", "-"):
             self.take()
-            # Unary minus binds looser than power (-x**2 == -(x**2)) but tighter than * and /.
-            operand = self.expression(3)
+            operand = self.expression(_UNARY_MINUS_PRECEDENCE)
             if val == "+":
                 return operand
             if len(operand) == 1 and is_constant(operand[0]):
@@ -325,22 +345,22 @@ class _Parser:
             self.expect(")")
             return inner
         if kind == "name":
-            if val in _FUNCTIONS:
+            if val in _FUNCTION_SPELLINGS:
                 self.expect("(")
                 arg = self.expression(0)
                 self.expect(")")
-                return (val,) + arg
-            if val in _VAR_INDEX:
+                return (_FUNCTION_SPELLINGS[val],) + arg
+            if val in _VAR_INDEX or val == FIT_TOKEN:
                 return (val,)
             if val in _NAMED_CONSTANTS:
                 return (const_token(_NAMED_CONSTANTS[val]),)
-            raise ExpressionError(f"unknown name {val!r} in {self.text!r} (variables are x0..x9)")
-        raise ExpressionError(f"unexpected {val!r} in {self.text!r}")
+            raise ExpressionError(f"unknown name {shorten(val, 40)} in {shorten(self.text)} (variables are x0..x9)")
+        raise ExpressionError(f"unexpected {val!r} in {shorten(self.text)}")
 
     def expect(self, sym):
         kind, val = self.take()
         if val != sym:
-            raise ExpressionError(f"expected {sym!r}, found {val!r} in {self.text!r}")
+            raise ExpressionError(f"expected {sym!r}, found {val!r} in {shorten(self.text)}")
 
 
 # ----------------------------------------------------------------------------
@@ -351,95 +371,27 @@ def to_sympy(tokens: Sequence[str]):
     """Sympy expression with the plain (unprotected) meaning of each operator."""
     import sympy as sp
 
-    funcs = {"sin": sp.sin, "cos": sp.cos, "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt}
     stack = []
     for tok in reversed(tuple(tokens)):
         a = arity(tok)
         if a == 0:
-            if tok in _VAR_INDEX:
+            if tok in _VAR_INDEX or tok == FIT_TOKEN:
                 stack.append(sp.Symbol(tok, real=True))
             else:
                 v = float(tok)
                 stack.append(sp.Integer(int(v)) if v.is_integer() and abs(v) < 1e15 else sp.Float(v))
-        elif a == 1:
-            stack.append(funcs[tok](stack.pop()))
+        elif len(stack) < a:
+            break
         else:
-            left, right = stack.pop(), stack.pop()
-            if tok == "+":
-                stack.append(left + right)
-            elif tok == "-":
-                stack.append(left - right)
-            elif tok == "*":
-                stack.append(left * right)
-            elif tok == "/":
-                stack.append(left / right)
-            else:
-                stack.append(left ** right)
+            args = [stack.pop() for _ in range(a)]
+            stack.append(BY_NAME[tok].sympy(sp, *args))
     if len(stack) != 1:
-        raise ExpressionError(f"not a well-formed prefix expression: {tokens!r}")
+        raise ExpressionError(f"not a well-formed prefix expression: {shorten(' '.join(tokens))}")
     return stack[0]
-
-
-def from_sympy(expr) -> tuple:
-    """Prefix tokens from a sympy expression (n-ary sums and products folded left)."""
-    import sympy as sp
-
-    if expr.is_Symbol:
-        if expr.name not in _VAR_INDEX:
-            raise ExpressionError(f"unknown symbol {expr.name!r}")
-        return (expr.name,)
-    if expr.is_Number or expr in (sp.pi, sp.E):
-        return (const_token(float(expr)),)
-    if isinstance(expr, (sp.Add, sp.Mul)):
-        op = "+" if isinstance(expr, sp.Add) else "*"
-        args = [from_sympy(a) for a in expr.as_ordered_terms()] if op == "+" else [from_sympy(a) for a in expr.as_ordered_factors()]
-        out = args[0]
-        for a in args[1:]:
-            out = (op,) + out + a
-        return out
-    if isinstance(expr, sp.Pow):
-        base, ex = expr.args
-        if ex == sp.Rational(1, 2):
-            return ("sqrt",) + from_sympy(base)
-        if ex == -1:
-            return ("/", "1.0") + from_sympy(base)
-        return ("^",) + from_sympy(base) + from_sympy(ex)
-    for cls, name in ((sp.sin, "sin"), (sp.cos, "cos"), (sp.exp, "exp"), (sp.log, "log")):
-        if isinstance(expr, cls):
-            return (name,) + from_sympy(expr.args[0])
-    raise ExpressionError(f"cannot convert sympy expression {expr} to tokens")
 
 
 # ----------------------------------------------------------------------------
 # evaluation (NumPy reference; the population hot path uses nsr.kernels)
-
-
-def apply_operator(op: str, a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        if op == "+":
-            return a + b
-        if op == "-":
-            return a - b
-        if op == "*":
-            return a * b
-        if op == "/":
-            safe = np.abs(b) >= PROTECT_EPS
-            return np.where(safe, a / np.where(safe, b, 1.0), 1.0)
-        if op == "^":
-            integral = b == np.round(b)
-            return np.where(integral, np.power(a, b), np.power(np.abs(a), b))
-        if op == "sin":
-            return np.sin(a)
-        if op == "cos":
-            return np.cos(a)
-        if op == "exp":
-            return np.exp(np.minimum(a, EXP_CLIP))
-        if op == "log":
-            absa = np.abs(a)
-            return np.where(absa >= PROTECT_EPS, np.log(np.where(absa >= PROTECT_EPS, absa, 1.0)), 0.0)
-        if op == "sqrt":
-            return np.sqrt(np.abs(a))
-    raise ExpressionError(f"unknown operator {op!r}")
 
 
 def evaluate(tokens: Sequence[str], X: np.ndarray) -> np.ndarray:
@@ -457,16 +409,17 @@ def evaluate(tokens: Sequence[str], X: np.ndarray) -> np.ndarray:
                 if j >= X.shape[1]:
                     raise ExpressionError(f"{tok} used but X has {X.shape[1]} variable(s)")
                 stack.append(X[:, j])
+            elif tok == FIT_TOKEN:
+                raise ExpressionError("a skeleton with placeholders C has no value: give the fitted constants")
             else:
                 stack.append(np.full(n, float(tok)))
-        elif a == 1:
-            stack.append(apply_operator(tok, stack.pop()))
+        elif len(stack) < a:
+            break
         else:
-            left = stack.pop()
-            right = stack.pop()
-            stack.append(apply_operator(tok, left, right))
+            args = [stack.pop() for _ in range(a)]  # the first operand was pushed last
+            stack.append(apply(tok, *args))
     if len(stack) != 1:
-        raise ExpressionError(f"not a well-formed prefix expression: {tokens!r}")
+        raise ExpressionError(f"not a well-formed prefix expression: {shorten(' '.join(tokens))}")
     return np.array(stack[0], dtype=np.float64)  # a copy: never a view into X
 
 
@@ -521,49 +474,74 @@ class Expression:
 
 
 class Primitives:
-    """The operators, variables and constants one run may use, and their integer codes."""
+    """The operators, variables and constants one run may use, and their integer codes.
 
-    def __init__(self, binary_operators, unary_operators, n_vars: int, constants=DEFAULT_CONSTANTS):
+    With ``fit_constants`` the placeholder ``C`` is a leaf too; :meth:`encode_values`
+    turns any other numeric literal into ``C`` carrying that value."""
+
+    def __init__(self, binary_operators, unary_operators, n_vars: int, constants=DEFAULT_CONSTANTS,
+                 fit_constants: bool = False):
         if not 1 <= int(n_vars) <= MAX_VARIABLES:
             raise ExpressionError(f"number of variables must be 1..{MAX_VARIABLES}, got {n_vars}")
         self.binary = tuple(binary_operators)
         self.unary = tuple(unary_operators)
         self.n_vars = int(n_vars)
+        self.fit = bool(fit_constants)
         self.constant_tokens = tuple(dict.fromkeys(const_token(c) for c in constants))
         self.constants = np.array([float(c) for c in self.constant_tokens], dtype=np.float64)
         self.operators = self.binary + self.unary
         self.variables = VARIABLES[: self.n_vars]
-        self.op_codes = np.array([OP_CODE[o] for o in self.operators], dtype=np.int16)
+        self.op_codes = np.array([OPCODE[o] for o in self.operators], dtype=np.int16)
         self.leaf_codes = np.array(
-            [VAR_CODE0 + i for i in range(self.n_vars)] + [CONST_CODE0 + j for j in range(len(self.constants))],
-            dtype=np.int16,
-        )
-        self._code = {op: OP_CODE[op] for op in self.operators}
+            [VAR_CODE0 + i for i in range(self.n_vars)] + [CONST_CODE0 + j for j in range(len(self.constants))]
+            + ([FIT_CODE] if self.fit else []), dtype=np.int16)
+        self._code = {op: OPCODE[op] for op in self.operators}
         self._code.update({v: VAR_CODE0 + i for i, v in enumerate(self.variables)})
         self._code.update({c: CONST_CODE0 + j for j, c in enumerate(self.constant_tokens)})
+        if self.fit:
+            self._code[FIT_TOKEN] = FIT_CODE
         self._token = {code: tok for tok, code in self._code.items()}
 
     @property
     def tokens(self) -> tuple:
-        return self.operators + self.variables + self.constant_tokens
+        """Every token a skeleton may use (the placeholder ``C`` included when fitting)."""
+        return self.operators + self.variables + self.constant_leaves
+
+    @property
+    def constant_leaves(self) -> tuple:
+        """The constants a skeleton may use: the list, and ``C`` when fitting."""
+        return self.constant_tokens + ((FIT_TOKEN,) if self.fit else ())
+
+    def skeleton(self, tokens: Sequence[str]) -> tuple:
+        """``tokens`` with ``C`` for every number outside the constant list (when fitting)."""
+        if not self.fit:
+            return tuple(tokens)
+        return tuple(FIT_TOKEN if (t not in self._code and is_constant(t)) else t for t in tokens)
 
     def encode(self, tokens: Sequence[str]) -> np.ndarray:
         try:
             return np.fromiter((self._code[t] for t in tokens), dtype=np.int16, count=len(tokens))
         except KeyError as e:
-            raise ExpressionError(f"token {e.args[0]!r} is not among this run's primitives ({' '.join(self.tokens)})") from None
+            raise ExpressionError(f"token {shorten(e.args[0], 40)} is not among this run's primitives "
+                                  f"({' '.join(self.tokens)})") from None
 
-    def decode(self, codes) -> tuple:
+    def encode_values(self, tokens: Sequence[str], init: float = 1.0):
+        """(codes, fitted values) of an expression: with fitting, numbers outside the constant list
+        become ``C`` holding their value (``C`` itself starts at ``init``)."""
+        skeleton = self.skeleton(tokens)
+        values = np.zeros(len(tokens))
+        if self.fit:
+            for i, (t, s) in enumerate(zip(tokens, skeleton)):
+                if s == FIT_TOKEN:
+                    values[i] = init if t == FIT_TOKEN else float(t)
+        return self.encode(skeleton), values
+
+    def decode(self, codes, cvals=None) -> tuple:
+        """Tokens of a program; with ``cvals`` its fitted constants appear as numbers, else as ``C``."""
         tok = self._token
-        return tuple(tok[int(c)] for c in codes)
+        if cvals is None or not self.fit:
+            return tuple(tok[int(c)] for c in codes)
+        return tuple(const_token(cvals[i]) if c == FIT_CODE else tok[int(c)] for i, c in enumerate(codes.tolist()))
 
     def admits(self, tokens: Sequence[str]) -> bool:
         return all(t in self._code for t in tokens)
-
-    def describe(self) -> dict:
-        return {
-            "binary_operators": list(self.binary),
-            "unary_operators": list(self.unary),
-            "n_vars": self.n_vars,
-            "constants": [float(c) for c in self.constants],
-        }

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .prompt import PromptConfig
 from .safe_io import InputError
-from .tokenizer import VOCAB, VOCAB_VERSION, Vocab, vocab_tokens
+from .tokenizer import VOCAB_VERSION, Vocab, vocab_tokens
 
 MODEL_SIZES = {
     # name: (hidden, layers, heads, intermediate)
@@ -27,7 +28,7 @@ MODEL_SIZES = {
 
 
 def make_config(vocab: Vocab, size="small", hidden=None, layers=None, heads=None, intermediate=None,
-                max_positions=2048, autoregressive=False):
+                max_positions=2048, autoregressive=False, prompt: PromptConfig = PromptConfig()):
     from transformers import LlamaConfig
 
     h, nl, nh, ff = MODEL_SIZES[size]
@@ -37,7 +38,8 @@ def make_config(vocab: Vocab, size="small", hidden=None, layers=None, heads=None
         num_key_value_heads=nh, max_position_embeddings=max_positions, rms_norm_eps=1e-5, tie_word_embeddings=True,
         bos_token_id=vocab.bos, eos_token_id=vocab.eos, pad_token_id=vocab.pad, attention_dropout=0.0)
     # What this toolkit needs to use the checkpoint correctly travels in the config.
-    cfg.nsr = {"vocab_version": VOCAB_VERSION, "mode": "autoregressive" if autoregressive else "one_step"}
+    cfg.nsr = {"vocab_version": VOCAB_VERSION, "mode": "autoregressive" if autoregressive else "one_step",
+               "prompt": prompt.to_dict()}
     return cfg
 
 
@@ -74,6 +76,22 @@ class LoadedCheckpoint:
     mode: str  # 'one_step' or 'autoregressive'
     device: torch.device
     dtype: torch.dtype
+    prompt: PromptConfig
+
+
+def checkpoint_hash(path: str) -> str:
+    """sha256 over a checkpoint folder's files (names and bytes), short form: which model made a trace."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for root, _dirs, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            h.update(os.path.relpath(full, path).encode())
+            with open(full, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def find_checkpoint(path: str) -> str:
@@ -123,9 +141,18 @@ def load_checkpoint(path: str, device=None, dtype=None, expect_mode=None) -> Loa
     try:
         with open(os.path.join(path, "config.json")) as f:
             raw = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}/config.json: unreadable ({e})") from None
-    mode = (raw.get("nsr") or {}).get("mode", "one_step")
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}/config.json: unreadable ({str(e)[:200]})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("nsr", {}), dict):
+        raise InputError(f"{path}/config.json: not a model configuration (expected a JSON object)")
+    nsr_cfg = raw.get("nsr") or {}
+    mode = nsr_cfg.get("mode", "one_step")
+    if mode not in ("one_step", "autoregressive"):
+        raise InputError(f"{path}/config.json: unknown mode {mode!r}")
+    try:
+        prompt = PromptConfig.from_checkpoint(nsr_cfg)
+    except ValueError as e:
+        raise InputError(f"{path}/config.json: {e}") from None
     if expect_mode is not None and mode != expect_mode:
         raise InputError(f"{path}: the checkpoint was trained in {mode} mode, but {expect_mode} mode was asked for")
     try:
@@ -136,9 +163,12 @@ def load_checkpoint(path: str, device=None, dtype=None, expect_mode=None) -> Loa
     if raw.get("vocab_size") != len(tokens):
         raise InputError(f"{path}: tokenizer has {len(tokens)} tokens but the model expects {raw.get('vocab_size')}: "
                          f"they do not belong together")
-    if tokens != VOCAB:
-        raise InputError(f"{path}: tokenizer vocabulary differs from this toolkit's (vocab version {VOCAB_VERSION})")
-    vocab = Vocab(tokens)
+    try:
+        vocab = Vocab(tokens)
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     try:
@@ -147,7 +177,7 @@ def load_checkpoint(path: str, device=None, dtype=None, expect_mode=None) -> Loa
     except Exception as e:
         raise InputError(f"{path}: cannot load model ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
     model.to(dev).eval()
-    return LoadedCheckpoint(model, tokenizer, vocab, path, mode, dev, dtype)
+    return LoadedCheckpoint(model, tokenizer, vocab, path, mode, dev, dtype, prompt)
 
 
 def left_pad(seqs, pad_id, device):

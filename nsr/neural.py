@@ -4,7 +4,7 @@ One model call per generation serves every problem in the batch: all prompts
 are prefilled together (each prompt once), then all children of a prompt are
 decoded in that prompt's row, step by step, each child attending to the
 prompt and to itself only (:func:`~nsr.model.owner_mask`), under
-:class:`~nsr.decoding.PrefixGrammarLogitsProcessor`. Problems whose children
+:class:`~nsr.decoding.GrammarMask`. Problems whose children
 are all finished are dropped from the batch as decoding goes on.
 
 Heritage of a neural child (documented in README): the model does not say
@@ -23,32 +23,13 @@ import numpy as np
 import torch
 
 from . import kernels
-from .decoding import PrefixGrammarLogitsProcessor, sample_from_logits
+from .config import SamplingConfig
+from .decoding import GrammarMask, sample_from_logits
 from .evolution import NEURAL, Problem, Proposal
-from .expressions import arity, is_valid
+from .expressions import FIT_TOKEN, is_valid, subtrees
 from .model import DUMMY, NOBODY, PROMPT, load_checkpoint, owner_mask, prefill, run
+from .prompt import encode_prompt, error_token, rank_members
 from .safe_io import InputError
-from .tokenizer import error_token
-
-
-def subtrees(tokens: Sequence[str]):
-    """(start, end) of every subtree, in prefix order."""
-    out = []
-    stack = []  # open nodes: [start, remaining children]
-    for i, t in enumerate(tokens):
-        a = arity(t)
-        if a == 0:
-            end = i + 1
-            out.append((i, end))
-            while stack:
-                stack[-1][1] -= 1
-                if stack[-1][1]:
-                    break
-                s, _ = stack.pop()
-                out.append((s, end))
-        else:
-            stack.append([i, a])
-    return out
 
 
 def infer_parents(child: tuple, member_subtrees: list) -> list:
@@ -77,80 +58,94 @@ def infer_parents(child: tuple, member_subtrees: list) -> list:
     return [p1]
 
 
+def warm_start(child: tuple, values, members: list, member_values):
+    """Start a proposed child's fitted constants from a member's: each ``C`` inside the largest subtree of
+    the child that some member holds (best member first) takes that member's value at the same place; the
+    rest keep their starting value."""
+    todo = {i for i, t in enumerate(child) if t == FIT_TOKEN}
+    for s, e in sorted(subtrees(child), key=lambda se: (se[0] - se[1], se[0])):
+        inside = [i for i in todo if s <= i < e]
+        if not inside:
+            continue
+        sub = child[s:e]
+        for idx, toks in members:
+            at = _find(toks, sub)
+            if at >= 0:
+                for i in inside:
+                    values[i] = member_values[idx, at + i - s]
+                todo.difference_update(inside)
+                break
+        if not todo:
+            return
+
+
+def _find(seq: tuple, sub: tuple) -> int:
+    """Start of ``sub`` in ``seq`` as a whole subtree (prefix notation: a matching slice is one), or -1."""
+    n = len(sub)
+    for s in range(len(seq) - n + 1):
+        if seq[s:s + n] == sub:
+            return s
+    return -1
+
+
 class NeuralProposer:
     """Samples children from a checkpoint (loaded lazily, once, and shared by every call)."""
 
-    name = "neural"
-
-    def __init__(self, checkpoint, device=None, temperature=1.0, top_k=0, top_p=1.0, autoregressive=None,
-                 constrained=True, max_prompt_members=32, dtype=None):
-        if not temperature > 0:
-            raise InputError(f"temperature must be positive, got {temperature}")
-        if top_k < 0 or not 0 < top_p <= 1:
-            raise InputError(f"need top_k >= 0 and 0 < top_p <= 1, got {top_k} and {top_p}")
-        self.checkpoint, self.device, self.dtype = checkpoint, device, dtype
-        self.temperature, self.top_k, self.top_p = float(temperature), int(top_k), float(top_p)
-        self.autoregressive, self.constrained = autoregressive, constrained
-        self.max_prompt_members = max_prompt_members
+    def __init__(self, sampling: SamplingConfig):
+        if sampling.checkpoint is None:
+            raise InputError("neural SR needs a checkpoint")
+        self.sampling = sampling
         self._ck = None
         self.stats = {"calls": 0, "model_time": 0.0, "proposals": 0, "well_formed": 0, "rows": 0}
 
     # -- loading ---------------------------------------------------------------
-    @property
-    def ck(self):
+    def load(self):
+        """The loaded checkpoint (loads and checks it on first use)."""
         if self._ck is None:
-            expect = None if self.autoregressive is None else ("autoregressive" if self.autoregressive else "one_step")
-            ck = load_checkpoint(self.checkpoint, self.device, self.dtype, expect_mode=expect)
-            self.autoregressive = ck.mode == "autoregressive"
-            self._ck = ck
+            s = self.sampling
+            self._ck = load_checkpoint(s.checkpoint, s.device, s.dtype,
+                                       expect_mode="autoregressive" if s.autoregressive else None)
         return self._ck
+
+    @property
+    def autoregressive(self) -> bool:
+        return self.load().mode == "autoregressive"
 
     def check(self, problems: Sequence[Problem]):
         """Refuse problems the checkpoint's vocabulary cannot express."""
-        vocab = self.ck.vocab
+        vocab = self.load().vocab
         for p in problems:
             prims = p.primitives
             try:
-                vocab.check_supports(prims.n_vars, prims.operators, prims.constant_tokens)
+                vocab.check_supports(prims.n_vars, prims.operators, prims.constant_leaves)
             except ValueError as e:
                 raise InputError(f"problem {p.problem_id}: {e}") from None
 
     # -- prompts -----------------------------------------------------------------
     def members(self, p: Problem):
-        """Unique members, best first: [(population index, tokens)].
+        """The members shown in the prompt: [(population index, skeleton tokens)] (see :mod:`nsr.prompt`).
 
-        Ranked by float32 fitness, as recorded in traces, so that training and
-        sampling order a population the same way."""
-        with np.errstate(over="ignore"):  # beyond float32 range is -inf there too
-            order = np.argsort(-p.fitness.astype(np.float32), kind="stable")
-        hashes = kernels.hash_rows(p.codes, p.lengths)
-        seen, out = set(), []
-        for i in order.tolist():
-            h = int(hashes[i])
-            if h in seen:
-                continue
-            seen.add(h)
-            out.append((i, p.tokens(i)))
-            if len(out) >= self.max_prompt_members:
-                break
-        return out
+        The model sees skeletons (``C`` for each fitted constant) with their errors: the values are the
+        fitting's job, and the error token already says how well the fitted skeleton does."""
+        hashes = kernels.hash_rows(p.codes, p.lengths).tolist()
+        return [(i, p.skeleton(i)) for i in rank_members(p.fitness, hashes, self.load().prompt.max_members)]
 
     def prompt(self, p: Problem, members) -> list:
         prims = p.primitives
         with np.errstate(over="ignore"):  # float32, as traces record it
             pairs = [(error_token(float(np.float32(p.mse[i])), p.scale), toks) for i, toks in members]
-        return self.ck.vocab.prompt(prims.n_vars, prims.operators, prims.constant_tokens, p.generation, pairs,
-                                    autoregressive=self.autoregressive)
+        return encode_prompt(self.load().vocab, prims.n_vars, prims.operators, prims.constant_leaves,
+                             p.generation, pairs, autoregressive=self.autoregressive)
 
     # -- sampling ----------------------------------------------------------------
     def propose(self, problems: Sequence[Problem], n_children) -> list:
-        ck = self.ck
+        ck = self.load()
         counts = list(n_children) if isinstance(n_children, (list, tuple)) else [int(n_children)] * len(problems)
         max_size = problems[0].config.max_size if problems else 0
         members = [self.members(p) for p in problems]
         prompts = [self.prompt(p, m) for p, m in zip(problems, members)]
-        allowed = [ck.vocab.allowed_mask(p.primitives.operators, p.primitives.n_vars, p.primitives.constant_tokens)
-                   for p in problems]
+        allowed = [ck.vocab.allowed_mask(p.primitives.operators, p.primitives.n_vars,
+                                         p.primitives.constant_leaves) for p in problems]
         steps = max_size + 1
         if self.autoregressive:
             uniforms = [p.rng.random(c * steps) for p, c in zip(problems, counts)]
@@ -173,8 +168,9 @@ class NeuralProposer:
 
     def _sample_step(self, logits, proc, U, rows, t, out):
         """Sample one token for each live row under the grammar mask; record it."""
+        s = self.sampling
         lg = logits.float().masked_fill(~proc.mask(), float("-inf"))
-        tok = sample_from_logits(lg, U[rows, t], self.temperature, self.top_k, self.top_p)
+        tok = sample_from_logits(lg, U[rows, t], s.temperature, s.top_k, s.top_p)
         out[rows.cpu(), t] = tok.cpu()
         proc.update(tok)
         return tok
@@ -183,7 +179,7 @@ class NeuralProposer:
         """All children of a prompt decode in the prompt's row, sharing its cache (tree
         attention, :func:`~nsr.model.owner_mask`); each step computes only the children
         still being written, and rows whose children are all done leave the batch."""
-        ck = self.ck
+        ck = self.load()
         live = [i for i, c in enumerate(counts) if c > 0]
         steps = max_size + 1
         result = [np.zeros((0, steps), dtype=np.int64) for _ in prompts]
@@ -194,7 +190,7 @@ class NeuralProposer:
         cache, last, pmask, plen = prefill(ck.model, [prompts[i] for i in live], ck.vocab.pad, dev)
         B = len(live)
         allow = torch.from_numpy(np.stack([allowed[i] for i in live])).to(dev).repeat_interleave(C, 0)
-        proc = PrefixGrammarLogitsProcessor(ck.vocab, allow, max_size, None, self.constrained)
+        proc = GrammarMask(ck.vocab, allow, max_size, None, self.sampling.constrained)
         real = torch.zeros((B, C), dtype=torch.bool)
         U = torch.zeros((B * C, steps))
         for b, i in enumerate(live):
@@ -242,7 +238,7 @@ class NeuralProposer:
 
     def _sample_autoregressive(self, prompts, counts, allowed, max_size, uniforms):
         """One row per problem: the whole next population as one sequence."""
-        ck = self.ck
+        ck = self.load()
         live = [i for i, c in enumerate(counts) if c > 0]
         result = [np.zeros((1, 0), dtype=np.int64) for _ in prompts]
         if not live:
@@ -251,7 +247,7 @@ class NeuralProposer:
         steps = max(counts[i] for i in live) * (max_size + 1)
         cache, logits, mask, next_pos = prefill(ck.model, [prompts[i] for i in live], ck.vocab.pad, dev)
         allow = torch.from_numpy(np.stack([allowed[i] for i in live])).to(dev)
-        proc = PrefixGrammarLogitsProcessor(ck.vocab, allow, max_size, [counts[i] for i in live], self.constrained)
+        proc = GrammarMask(ck.vocab, allow, max_size, [counts[i] for i in live], self.sampling.constrained)
         U = torch.zeros((len(live), steps))
         for r, i in enumerate(live):
             U[r, : len(uniforms[i])] = torch.from_numpy(uniforms[i]).float()
@@ -282,7 +278,7 @@ class NeuralProposer:
     # -- results -----------------------------------------------------------------
     def _split(self, seq_rows, count):
         """Token lists of the proposed expressions (one-step: one row each; AR: split at <sep>)."""
-        v = self.ck.vocab
+        v = self.load().vocab
         exprs = []
         for row in seq_rows:
             cur = []
@@ -301,11 +297,12 @@ class NeuralProposer:
         return exprs
 
     def _to_proposal(self, p: Problem, seq_rows, members, n, model_time) -> Proposal:
-        vocab_tokens = self.ck.vocab.tokens
+        vocab_tokens = self.load().vocab.tokens
         prims = p.primitives
         max_size = p.config.max_size
         width = max(max_size, p.codes.shape[1])
         codes = np.zeros((n, width), dtype=np.int16)
+        cvals = np.zeros((n, width))
         lengths = np.zeros(n, dtype=np.int64)
         parents = np.full((n, 2), -1, dtype=np.int64)
         member_subs = [(idx, {toks[s:e] for s, e in subtrees(toks)}) for idx, toks in members]
@@ -315,24 +312,27 @@ class NeuralProposer:
             toks = tuple(vocab_tokens[i] for i in ids)
             if toks and len(toks) <= max_size and is_valid(toks) and prims.admits(toks):
                 valid += 1
-                codes[k, : len(toks)] = prims.encode(toks)
+                codes[k, : len(toks)], cvals[k, : len(toks)] = prims.encode_values(toks)
                 lengths[k] = len(toks)
                 par = infer_parents(toks, member_subs)
                 parents[k, : len(par)] = par
+                if prims.fit and FIT_TOKEN in toks:
+                    warm_start(toks, cvals[k], members, p.cvals)
             else:  # only reachable unconstrained: fall back to a copy of the best
                 lengths[k] = p.lengths[best]
                 codes[k, : lengths[k]] = p.codes[best, : lengths[k]]
+                cvals[k, : lengths[k]] = p.cvals[best, : lengths[k]]
                 parents[k, 0] = best
         st = p.stats
         st["model_time"] = st.get("model_time", 0.0) + model_time
         if n == 0:  # every child came from the expert this generation (mixed rollout)
-            return Proposal(codes, lengths, parents, np.full(n, NEURAL, dtype=np.int8))
+            return Proposal(codes, lengths, parents, np.full(n, NEURAL, dtype=np.int8), cvals)
         st["neural_proposals"] = st.get("neural_proposals", 0) + n
         st["well_formed"] = st.get("well_formed", 0) + valid
         st["well_formed_pct"] = 100.0 * st["well_formed"] / max(st["neural_proposals"], 1)
         self.stats["proposals"] += n
         self.stats["well_formed"] += valid
-        return Proposal(codes, lengths, parents, np.full(n, NEURAL, dtype=np.int8))
+        return Proposal(codes, lengths, parents, np.full(n, NEURAL, dtype=np.int8), cvals)
 
     def reset_stats(self):
         for k in self.stats:

@@ -12,15 +12,17 @@ import numpy as np
 
 from . import kernels
 from .evolution import NEURAL, Problem, Proposal
-from .expressions import Primitives
+from .expressions import FIT_CODE, Primitives
 
 
 def seed_expressions(prims: Primitives) -> list:
-    """Simple seeds: each variable and constant, x+c, x*c, x*x, and each unary of each variable."""
-    seeds = [(v,) for v in prims.variables] + [(c,) for c in prims.constant_tokens]
+    """Simple seeds: each variable and constant, x+c, x*c, x*x, and each unary of each variable
+    (constants include the placeholder ``C`` of a fitted constant when fitting)."""
+    consts = prims.constant_leaves
+    seeds = [(v,) for v in prims.variables] + [(c,) for c in consts]
     ops = set(prims.operators)
     for v in prims.variables:
-        for c in prims.constant_tokens:
+        for c in consts:
             if "+" in ops:
                 seeds.append(("+", v, c))
             if "*" in ops:
@@ -33,7 +35,8 @@ def seed_expressions(prims: Primitives) -> list:
 
 def initial_population(problem: Problem):
     """Seeds (a random subset when there are more than the population), then
-    random trees, avoiding duplicates where a few retries allow."""
+    random trees, avoiding duplicates where a few retries allow. Returns
+    (codes, lengths, fitted constants' starting values)."""
     cfg, prims, rng = problem.config, problem.primitives, problem.rng
     n = cfg.population_size
     seeds = [s for s in seed_expressions(prims) if len(s) <= cfg.max_size]
@@ -62,25 +65,22 @@ def initial_population(problem: Problem):
                 filled += 1
                 if filled == n:
                     break
-    return codes, lengths
+    return codes, lengths, np.where(codes == FIT_CODE, kernels.FIT_INIT, 0.0)
 
 
 class ExpertProposer:
     """BasicSR's operators: tournament selection, subtree crossover, subtree mutation."""
 
-    name = "expert"
-
     def propose(self, problems, n_children):
         return [self.propose_one(p, n_children) for p in problems]
 
     @staticmethod
-    def propose_one(p: Problem, n_children: int, fitness=None) -> Proposal:
+    def propose_one(p: Problem, n_children: int) -> Proposal:
         cfg, prims = p.config, p.primitives
-        fitness = p.fitness if fitness is None else fitness
-        codes, lengths, parents, ops = kernels.breed(
-            p.codes, p.lengths, fitness, n_children, p.rng, cfg.tournament_size, cfg.crossover_prob,
-            cfg.max_depth, cfg.max_size, prims.op_codes, prims.leaf_codes)
-        return Proposal(codes, lengths, parents, ops)
+        codes, lengths, cvals, parents, ops = kernels.breed(
+            p.codes, p.lengths, p.cvals, p.fitness, n_children, p.rng, cfg.tournament_size, cfg.crossover_prob,
+            cfg.max_depth, cfg.max_size, prims.op_codes, prims.leaf_codes, cfg.point_mutation_prob)
+        return Proposal(codes, lengths, parents, ops, cvals)
 
 
 class MixedProposer:
@@ -91,13 +91,12 @@ class MixedProposer:
     """
 
     def __init__(self, neural, beta: float, expert=None):
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
         self.neural, self.beta = neural, float(beta)
         self.expert = expert or ExpertProposer()
-        self.name = f"mixed(beta={beta:g})"
 
     def propose(self, problems, n_children):
+        if self.beta >= 1.0:  # exactly the expert's run (no mask drawn from its stream), no model work
+            return self.expert.propose(problems, n_children)
         masks = [p.rng.random(n_children) < self.beta for p in problems]
         counts = [int((~m).sum()) for m in masks]
         neural = self.neural.propose(problems, counts)
@@ -108,11 +107,15 @@ class MixedProposer:
             codes = np.zeros((n_children, width), dtype=np.int16)
             codes[m, : eprop.codes.shape[1]] = eprop.codes
             codes[~m, : nprop.codes.shape[1]] = nprop.codes
+            cvals = np.zeros((n_children, width))
+            cvals[m, : eprop.cvals.shape[1]] = eprop.cvals
+            if nprop.cvals is not None:
+                cvals[~m, : nprop.cvals.shape[1]] = nprop.cvals
             lengths = np.empty(n_children, dtype=np.int64)
             lengths[m], lengths[~m] = eprop.lengths, nprop.lengths
             parents = np.empty((n_children, 2), dtype=np.int64)
             parents[m], parents[~m] = eprop.parents, nprop.parents
             ops = np.full(n_children, NEURAL, dtype=np.int8)
             ops[m] = eprop.operators
-            out.append(Proposal(codes, lengths, parents, ops))
+            out.append(Proposal(codes, lengths, parents, ops, cvals))
         return out

@@ -3,10 +3,12 @@
 A traces file (``format: 'traces'``) has metadata (command, parameters,
 package versions, time, ``source``) and records::
 
-    expression_id, target_expression, final_expression, final_mse, solved,
-    time, trajectory, basicsr_params, binary_operators, unary_operators,
-    constants, num_vars, X, y (float32), source
+    expression_id, index, seed, target_expression, final_expression, final_mse,
+    solved, time, trajectory, basicsr_params, sampling_params (neural runs),
+    binary_operators, unary_operators, constants, num_vars, X, y (float32), source
 
+``basicsr_params`` is the run's :class:`~nsr.config.EvolutionConfig` as a
+dict, ``sampling_params`` its :class:`~nsr.config.SamplingConfig`.
 ``trajectory`` is ``{'generations': [...], 'ancestors_of_best': [...],
 'best_progression': [...], 'stats': {...}}``; each generation holds
 ``generation, population_size, expressions (infix), fitnesses (float32),
@@ -22,12 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 from . import safe_io
+from .config import EvolutionConfig
 from .evolution import Problem
-from .expressions import ExpressionError, format_infix
+from .expressions import format_infix
+from .metrics import SOLVED_MSE, solved_on_data
 from .safe_io import InputError
 
-SOLVED_MSE = 1e-10
-GENERATION_KEYS = ("generation", "expressions", "fitnesses", "heritages", "operators")
+GENERATION_KEYS = ("generation", "expressions", "fitnesses", "mses", "heritages", "operators")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def parents(row) -> list:
@@ -41,28 +45,61 @@ def seed_for(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
 
 
-def trace_record(problem: Problem, record: dict, index: int, params: dict, elapsed: float, source: str) -> dict:
+def storable_data(X, y, where=""):
+    """X and y as float32, as traces store them, or an InputError if they do not fit (so a trace is
+    never written that its own loader would refuse)."""
+    with np.errstate(over="ignore"):
+        X32, y32 = np.asarray(X, dtype=np.float32), np.asarray(y, dtype=np.float32)
+    if not (np.all(np.isfinite(X32)) and np.all(np.isfinite(y32))):
+        raise InputError(f"{where}X or y exceeds the float32 range (|value| > {FLOAT32_MAX:.3g}) that traces "
+                         f"store; rescale the data")
+    return X32, y32
+
+
+def trace_record(problem: Problem, record: dict, index: int, seed: int, elapsed: float, source: str,
+                 sampling=None) -> dict:
+    """One record of a traces file (see the module docstring)."""
     best = problem.best_tokens()
     mse = float(problem.mse[problem.best_index()])
     prims = problem.primitives
-    return {
+    X32, y32 = storable_data(problem.X, problem.y, f"expression {record.get('id', index)}: ")
+    out = {
         "expression_id": record.get("id", index),
         "index": index,
+        "seed": int(seed),
         "target_expression": record.get("expression"),
         "final_expression": format_infix(best),
         "final_mse": mse,
-        "solved": bool(mse <= SOLVED_MSE),
+        "solved": solved_on_data(mse),
         "time": float(elapsed),
         "trajectory": problem.trajectory(),
-        "basicsr_params": dict(params),
+        "basicsr_params": problem.config.to_dict(),
         "binary_operators": list(prims.binary),
         "unary_operators": list(prims.unary),
         "constants": [float(c) for c in prims.constants],
         "num_vars": int(problem.X.shape[1]),
-        "X": problem.X.astype(np.float32),
-        "y": problem.y.astype(np.float32),
+        "X": X32,
+        "y": y32,
         "source": source,
     }
+    if sampling is not None:
+        out["sampling_params"] = sampling.to_dict()
+    return out
+
+
+def record_config(record, where="") -> EvolutionConfig:
+    """The evolution parameters a record was run with (validated: they may reach the compiled kernels)."""
+    params = record.get("basicsr_params")
+    if params is None:
+        params = {}
+    cfg = EvolutionConfig.from_dict(params, where)
+    try:
+        return cfg.replace(binary_operators=tuple(record["binary_operators"]),
+                           unary_operators=tuple(record["unary_operators"]), constants=tuple(record["constants"]))
+    except KeyError as e:
+        raise InputError(f"{where}record lacks {e.args[0]!r}") from None
+    except (TypeError, InputError) as e:
+        raise InputError(f"{where}bad primitives ({e})") from None
 
 
 def validate_traces(obj, path, require_trajectories=True):
@@ -81,15 +118,28 @@ def validate_traces(obj, path, require_trajectories=True):
         if require_trajectories and not traj["generations"]:
             raise InputError(f"{path}: record {i} has an empty trajectory (was it run without collecting one?)")
         for g, gen in enumerate(traj["generations"]):
+            if not isinstance(gen, dict):
+                raise InputError(f"{path}: record {i} generation {g} is not a dict")
             missing = [k for k in GENERATION_KEYS if k not in gen]
             if missing:
                 raise InputError(f"{path}: record {i} generation {g} lacks {', '.join(missing)}")
-            if len(gen["expressions"]) != len(gen["fitnesses"]):
-                raise InputError(f"{path}: record {i} generation {g}: {len(gen['expressions'])} expressions "
-                                 f"but {len(gen['fitnesses'])} fitnesses")
+            n = len(gen["expressions"]) if isinstance(gen["expressions"], list) else -1
+            for key in ("fitnesses", "mses"):
+                a = gen[key]
+                if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind != "f" or len(a) != n:
+                    raise InputError(f"{path}: record {i} generation {g}: {key} must be a float array with one "
+                                     f"value per expression")
+                if np.isnan(a).any():
+                    raise InputError(f"{path}: record {i} generation {g}: {key} contains NaN")
+            her = gen["heritages"]
+            if not isinstance(her, np.ndarray) or her.shape != (n, 2) or her.dtype.kind not in "iu":
+                raise InputError(f"{path}: record {i} generation {g}: heritages must be an integer array of "
+                                 f"shape ({n}, 2)")
         X, y = r["X"], r["y"]
         if not isinstance(X, np.ndarray) or X.ndim != 2 or not isinstance(y, np.ndarray) or y.shape != X.shape[:1]:
             raise InputError(f"{path}: record {i}: X must be 2-D and y 1-D with as many points")
+        if X.dtype.kind not in "fiu" or y.dtype.kind not in "fiu":
+            raise InputError(f"{path}: record {i}: X and y must be numeric")
         if not np.all(np.isfinite(X)) or not np.all(np.isfinite(y)):
             raise InputError(f"{path}: record {i}: X or y contains NaN or inf")
 
@@ -98,18 +148,8 @@ def load_traces(path: str, require_trajectories=True) -> dict:
     return safe_io.load(path, "traces", lambda o, p: validate_traces(o, p, require_trajectories))
 
 
-def primitives_of(record):
-    from .expressions import Primitives
-
-    try:
-        return Primitives(record["binary_operators"], record["unary_operators"], record["num_vars"],
-                          record["constants"])
-    except (KeyError, ExpressionError) as e:
-        raise InputError(f"trace record {record.get('expression_id')}: bad primitives ({e})") from None
-
-
 def summary_line(records) -> str:
     n = len(records)
-    solved = sum(1 for r in records if r["final_mse"] <= SOLVED_MSE)
+    solved = sum(1 for r in records if solved_on_data(r["final_mse"]))
     mean_t = sum(r["time"] for r in records) / max(n, 1)
     return f"solved {solved}/{n} (MSE <= {SOLVED_MSE:g}); mean time per expression {mean_t:.3f} s"

@@ -63,26 +63,31 @@ def hard_expressions_file(tmp_path_factory):
 @pytest.fixture(scope="session")
 def expert_trace(tmp_path_factory, hard_expressions_file):
     """A BasicSR traces file (6 problems, population 10, 6 generations, no early stop)."""
+    from nsr.config import EvolutionConfig, RunConfig
     from nsr.datasets import load_expressions
-    from nsr.runner import RunSpec, run_traces
+    from nsr.drivers import file_jobs, write_traces
+    from nsr.search import Searcher
 
     recs = load_expressions(hard_expressions_file)["records"]
     out = str(tmp_path_factory.mktemp("expert_trace") / "gen6_hard.pkl.gz")
-    spec = RunSpec(population_size=10, num_generations=6, early_stop=False, seed=3)
-    run_traces(spec, list(enumerate(recs)), out, {"command": "tests/conftest.py expert_trace"}, num_workers=1,
-               quiet=True)
+    evo = EvolutionConfig(population_size=10, num_generations=6, early_stop=False, collect_trajectory=True)
+    write_traces(Searcher(evo), file_jobs(recs, 3), out, {"command": "tests/conftest.py expert_trace"},
+                 RunConfig(seed=3, num_workers=1, quiet=True))
     return out
 
 
 @pytest.fixture(scope="session")
 def neural_trace(tmp_path_factory, hard_expressions_file, tiny_checkpoint):
     """A neural SR traces file from the tiny checkpoint (3 problems, population 8, 5 generations, batch 2)."""
+    from nsr.config import EvolutionConfig, RunConfig, SamplingConfig
     from nsr.datasets import load_expressions
-    from nsr.runner import RunSpec, run_traces
+    from nsr.drivers import file_jobs, write_traces
+    from nsr.search import Searcher
 
     recs = load_expressions(hard_expressions_file)["records"][:3]
     out = str(tmp_path_factory.mktemp("neural_trace") / "gen5_hard_neural.pkl.gz")
-    spec = RunSpec(population_size=8, num_generations=5, early_stop=False, seed=4, checkpoint=tiny_checkpoint,
-                   batch_size=2)
-    run_traces(spec, list(enumerate(recs)), out, {"command": "tests/conftest.py neural_trace"}, quiet=True)
+    evo = EvolutionConfig(population_size=8, num_generations=5, early_stop=False, collect_trajectory=True)
+    searcher = Searcher(evo, SamplingConfig(checkpoint=tiny_checkpoint))
+    write_traces(searcher, file_jobs(recs, 4), out, {"command": "tests/conftest.py neural_trace"},
+                 RunConfig(seed=4, batch_size=2, quiet=True))
     return out

@@ -77,15 +77,21 @@ def heritage_lists(gen, key="heritages"):
 
 
 def load_module(name):
-    """A script as a module: 'generate_traces', 'training.train', 'generate_expressions', ..."""
+    """A script as a module: 'generate_traces', 'training.train', 'generate_expressions', ...
+
+    training/ and datasets/ are folders of scripts, not packages: those load from their files."""
     import importlib
     import importlib.util
 
-    if name == "generate_expressions":  # datasets/ is not a package
-        spec = importlib.util.spec_from_file_location("generate_expressions_script",
-                                                      os.path.join(ROOT, SCRIPTS[name]))
+    if name == "generate_expressions" or name.startswith("training."):  # datasets/, training/: not packages
+        rel = SCRIPTS[name] if name in SCRIPTS else name.replace(".", os.sep) + ".py"
+        modname = name.replace(".", "_") + "_script"
+        if modname in sys.modules:
+            return sys.modules[modname]
+        spec = importlib.util.spec_from_file_location(modname, os.path.join(ROOT, rel))
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
+        sys.modules[modname] = mod
         return mod
     return importlib.import_module(name)
 

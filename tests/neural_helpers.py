@@ -91,8 +91,7 @@ def started_problems(sr, X_list, y_list, seed_base=0):
 
     problems = sr.make_problems(X_list, y_list, rngs=[seed_for(seed_base, i) for i in range(len(X_list))])
     for p in problems:
-        codes, lengths = initial_population(p)
-        p.start(codes, lengths)
+        p.start(*initial_population(p))
     return problems
 
 
@@ -101,8 +100,9 @@ __all__ = ["ROOT", "NEURAL_ENV", "HARD_EXPRESSIONS", "hard_records", "write_hard
            "prefix_tokens_of", "started_problems", "tree_listing", "write_expressions", "load_module"]
 
 
+# (a tokenizer of the same tokens in another order is no longer a broken checkpoint: the tokenizer defines the ids)
 BROKEN_KINDS = ("garbage_config", "missing_weights", "corrupt_weights", "missing_tokenizer", "tokenizer_other_vocab",
-                "tokenizer_permuted", "empty_folder", "config_shape_mismatch")
+                "empty_folder", "config_shape_mismatch", "config_not_an_object")
 
 
 def other_vocab_tokenizer(folder, n_tokens=50):
@@ -131,6 +131,9 @@ def broken_checkpoint(src, dst, kind):
     if kind == "garbage_config":
         with open(os.path.join(dst, "config.json"), "w") as f:
             f.write("{this is not json")
+    elif kind == "config_not_an_object":  # valid JSON, but not a model configuration
+        with open(os.path.join(dst, "config.json"), "w") as f:
+            f.write("[1, 2, 3]")
     elif kind == "config_shape_mismatch":  # a config that does not fit the weights
         path = os.path.join(dst, "config.json")
         with open(path) as f:
@@ -148,19 +151,6 @@ def broken_checkpoint(src, dst, kind):
         os.unlink(os.path.join(dst, "tokenizer.json"))
     elif kind == "tokenizer_other_vocab":
         other_vocab_tokenizer(dst, 50)
-    elif kind == "tokenizer_permuted":  # same size, two tokens swapped: ids mean other things
-        from tokenizers import Tokenizer, models, pre_tokenizers
-        from transformers import PreTrainedTokenizerFast
-
-        from nsr.tokenizer import Vocab
-
-        tokens = list(Vocab().tokens)
-        i, j = tokens.index("x0"), tokens.index("x1")
-        tokens[i], tokens[j] = tokens[j], tokens[i]
-        tok = Tokenizer(models.WordLevel(vocab={t: k for k, t in enumerate(tokens)}, unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-        PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                unk_token="<unk>").save_pretrained(dst)
     else:
         raise ValueError(kind)
     return dst
@@ -174,6 +164,6 @@ BROKEN_WORDS = {
     "corrupt_weights": ("cannot load model", "safetensors", "weights"),
     "missing_tokenizer": ("tokenizer",),
     "tokenizer_other_vocab": ("tokenizer",),
-    "tokenizer_permuted": ("tokenizer", "vocabulary"),
+    "config_not_an_object": ("config.json",),
     "empty_folder": ("config.json", "checkpoint"),
 }

@@ -62,7 +62,9 @@ BAD_FILES = {
     "disallowed_inside": (lambda t: _raw({"format": "expressions", "format_version": FORMAT_VERSION,
                                           "metadata": {}, "records": [_Evil(t / "pwned")]}),
                           ("refus", "not allowed", "unsafe")),
-    "object_array": (lambda t: _expressions([_rec(X=np.array([[1.0], [2.0]], dtype=object))]), ("object",)),
+    # (safe_io no longer writes object arrays at all: the bad file is a plain pickle of the format-1 layout)
+    "object_array": (lambda t: _raw({"format": "expressions", "format_version": 1, "metadata": {"operator_set": "arith"},
+                                     "records": [_rec(X=np.array([[1.0], [2.0]], dtype=object))]}), ("object",)),
     "records_not_list": (lambda t: _raw({"format": "expressions", "format_version": FORMAT_VERSION,
                                          "metadata": {}, "records": {"a": 1}}), ("records",)),
     "record_not_dict": (lambda t: _expressions([[1, 2]]), ("record",)),
@@ -286,6 +288,11 @@ MORE_ARG_CASES = {
         (["--shard", "/"], ("shard",)),
         (["--shard", "7/8"], ("shard",)),  # well formed, but it selects none of the 4 expressions
         (["--batch_size", 4], ("batch_size",)),  # the expert runs in processes, not batches
+        (["--beta", 0.5], ("--beta", "checkpoint")),  # mixing needs a model
+        (["--autoregressive"], ("--autoregressive", "checkpoint")),
+        (["--save_every", 0], ("save_every",)),
+        (["--time_limit", -1], ("time_limit",)),
+        (["--mse_threshold", "nan"], ("mse_threshold",)),
         (["--unknown_flag"], ("unknown_flag", "unrecognized")),
     ],
     "basic_sr": [

@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, denied_prefix
+from helpers import assert_one_line_error, denied_prefix, load_module
 from neural_helpers import (ROOT, assert_same_data, file_sha256, run_neural_cli, snapshot,
                             tree_listing, write_hard_expressions)
 
 from nsr import safe_io
-from nsr.dagger import Relabeler
+from nsr.relabel import Relabeler
 from nsr.expressions import evaluate, is_valid, parse
 from nsr.safe_io import InputError
 from nsr.traces import load_traces
@@ -68,7 +68,7 @@ def test_records_and_metadata_are_marked_and_the_neural_data_kept(relabeled):
     data, orig = relabeled["expert"], relabeled["original"]
     meta = data["metadata"]
     assert meta["dagger"] is True and meta["original_source"] == "neural_sr"
-    assert meta["relabel_params"] == {"label": "expert", "k": 1, "seed": 0}
+    assert meta["relabel_params"] == {"label": "expert", "k": 1, "seed": 42}  # the default --seed
     assert meta["relabeled_from"] == os.path.abspath(relabeled["input"])
     assert meta["states"] == sum(len(r["trajectory"]["generations"]) for r in orig["records"])
     assert meta["checkpoint_hash"] == orig["metadata"]["checkpoint_hash"] and meta["source"] == "neural_sr"
@@ -132,7 +132,7 @@ def test_seed_changes_the_labels_and_best_of_k_is_marked(relabeled):
     b = [g["expert_expressions"] for r in relabeled["seed1"]["records"] for g in r["trajectory"]["generations"]]
     assert a != b
     bok = relabeled["best_of_k"]
-    assert bok["metadata"]["relabel_params"] == {"label": "best_of_k", "k": 4, "seed": 0}
+    assert bok["metadata"]["relabel_params"] == {"label": "best_of_k", "k": 4, "seed": 42}
     assert all(r["dagger_label"] == "best_of_k" and r["dagger_k"] == 4 for r in bok["records"])
 
 
@@ -166,12 +166,12 @@ def test_best_of_k_labels_are_never_worse_slot_by_slot_in_every_state(relabeled)
 def test_relabeler_parameters_and_memo(neural_trace):
     with pytest.raises(InputError, match="unknown label"):
         Relabeler("oracle")
-    with pytest.raises(InputError, match="--k"):
+    with pytest.raises(InputError, match=r"\bk must"):
         Relabeler("best_of_k", 0)
     rec = load_traces(neural_trace)["records"][0]
-    rl = Relabeler("expert")
-    a = rl.relabel_record(rec, 0, 0)
-    b = Relabeler("expert").relabel_record(rec, 0, 0)
+    rl = Relabeler("expert", seed=0)
+    a = rl.relabel_record(rec, 0)
+    b = Relabeler("expert", seed=0).relabel_record(rec, 0)
     assert rl.states == len(rec["trajectory"]["generations"])
     assert [g["expert_expressions"] for g in a["trajectory"]["generations"]] == \
         [g["expert_expressions"] for g in b["trajectory"]["generations"]]  # same seed, same labels
@@ -208,6 +208,12 @@ def _copy(src, dst):
     shutil.copy(src, dst)
 
 
+def _copy_and_block_the_output_folder(src, dst):
+    """The input, and a FILE where the output folder would be (OUT/afile)."""
+    shutil.copy(src, dst)
+    (dst.parent.parent / "out" / "afile").write_bytes(b"not a folder")
+
+
 def _already_dagger(src, dst):
     obj = load_traces(src)
     safe_io.save(str(dst), "traces", dict(obj["metadata"], dagger=True), obj["records"])
@@ -219,7 +225,8 @@ BAD = {
     "missing_expressions": (_strip_generation_key("expressions"), [], ("expressions",)),
     "missing_fitnesses": (_strip_generation_key("fitnesses"), [], ("fitnesses",)),
     "output_is_input": (_copy, ["--output", "IN"], ("input",)),
-    "output_folder_missing": (_copy, ["--output", "OUT/nowhere/x.pkl.gz"], ("does not exist", "folder")),
+    "output_folder_is_a_file": (_copy_and_block_the_output_folder, ["--output", "OUT/afile/x.pkl.gz"],
+                                ("is a file", "folder")),
     "already_dagger": (_already_dagger, [], ("dagger",)),
     "missing_input": ("missing", [], ("no such file",)),
     "bad_k": (_copy, ["--label", "best_of_k", "--k", "0"], ("--k", "positive")),
@@ -246,7 +253,36 @@ def test_relabel_bad_input(tmp_path, case, neural_trace, expert_trace):
     if content is not None:
         assert inp.read_bytes() == content
     if case not in ("bad_k",):
-        assert "trace.pkl.gz" in line or "nowhere" in line
+        assert "trace.pkl.gz" in line or "afile" in line
+
+
+def test_relabel_creates_a_missing_output_folder(tmp_path, capsys, neural_trace):
+    """Every writing script creates a missing output folder (only one that cannot be made is an error)."""
+    from neural_helpers import run_in_process
+
+    inp = tmp_path / "trace.pkl.gz"
+    shutil.copy(neural_trace, inp)
+    out = tmp_path / "new" / "sub" / "x.pkl.gz"
+    proc = run_in_process("dagger_relabel", ["--input", inp, "--output", out, "--quiet"], capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert tree_listing(tmp_path) == {"trace.pkl.gz", "new", os.path.join("new", "sub"),
+                                      os.path.join("new", "sub", "x.pkl.gz")}
+    assert load_traces(str(out))["metadata"]["dagger"] is True
+
+
+def test_relabel_refuses_an_existing_output_without_overwrite(tmp_path, capsys, neural_trace):
+    from neural_helpers import run_in_process
+
+    inp = tmp_path / "trace.pkl.gz"
+    shutil.copy(neural_trace, inp)
+    out = tmp_path / "x.pkl.gz"
+    out.write_bytes(b"precious")
+    proc = run_in_process("dagger_relabel", ["--input", inp, "--output", out, "--quiet"], capsys)
+    assert_one_line_error(proc, "--overwrite")
+    assert out.read_bytes() == b"precious" and tree_listing(tmp_path) == {"trace.pkl.gz", "x.pkl.gz"}
+    proc = run_in_process("dagger_relabel", ["--input", inp, "--output", out, "--quiet", "--overwrite"], capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert load_traces(str(out))["metadata"]["dagger"] is True
 
 
 def test_relabel_unwritable_output_folder(tmp_path, neural_trace):
@@ -286,8 +322,8 @@ def dagger_run(tmp_path_factory, expert_trace):
     inputs = {"train": write_hard_expressions(folder / "train_c05.pkl.gz", 4, seed=21, start=2),
               "eval": write_hard_expressions(folder / "eval_c05.pkl.gz", 3, seed=22)}
     from nsr.cli import run_main
-    from training import dagger
 
+    dagger = load_module("training.dagger")
     args = _dagger_args(folder / "runs", expert_trace, inputs)
     rc = run_main(dagger.main, [str(a) for a in args])
     assert rc == 0
@@ -304,7 +340,7 @@ def test_dagger_iteration_writes_results_and_a_plot(dagger_run):
     rows = _results(run)
     assert [(r["iteration"], r["method"]) for r in rows] == [("expert", "basic_sr"), ("0", "neural"),
                                                              ("1", "neural")]
-    from training.dagger import CSV_FIELDS
+    from nsr.dagger import CSV_FIELDS
 
     with open(run / "results.csv") as f:
         assert f.readline().strip().split(",") == CSV_FIELDS
@@ -327,7 +363,7 @@ def test_dagger_iteration_data(dagger_run):
         state = json.load(f)
     assert set(state["done"]) == {"bc", "eval_expert", "eval_0", "rollout_1", "relabel_1", "finetune_1", "eval_1"}
     rollout = load_traces(str(run / "iter1" / "rollout.pkl.gz"))
-    assert rollout["metadata"]["source"] == "neural_sr" and rollout["metadata"]["beta"] == 0.5
+    assert rollout["metadata"]["source"] == "neural_sr" and rollout["metadata"]["sampling_params"]["beta"] == 0.5
     assert len(rollout["records"]) == 2
     labeled = load_traces(str(run / "iter1" / "rollout_dagger.pkl.gz"))
     assert labeled["metadata"]["dagger"] is True and labeled["metadata"]["original_source"] == "neural_sr"
@@ -338,17 +374,19 @@ def test_dagger_iteration_data(dagger_run):
     assert os.listdir(run / "checkpoints" / "bc") == ["checkpoint-5"]
     with open(run / "checkpoints" / "iter1" / "checkpoint-5" / "training_state.json") as f:
         ts = json.load(f)
-    assert ts["args"]["init_from"] == state["done"]["bc"]
-    assert ts["args"]["traces"][-1] == str(run / "iter1" / "rollout_dagger.pkl.gz")
-    assert ts["args"]["trace_weights"] == [1.0, 4.0]
+    assert ts["config"]["init_from"] == state["done"]["bc"]
+    assert ts["config"]["traces"][-1] == str(run / "iter1" / "rollout_dagger.pkl.gz")
+    assert ts["config"]["trace_weights"] == [1.0, 4.0]
 
 
 def test_dagger_resume_after_completion_redoes_nothing(dagger_run, monkeypatch):
+    import nsr.drivers
     import nsr.evaluation
-    import nsr.runner
+    import nsr.relabel
+    import nsr.trainer
     from nsr.cli import run_main
-    from training import dagger, train
 
+    dagger = load_module("training.dagger")
     run, args, _ = dagger_run
     before = {k: v for k, v in snapshot(run).items() if k != "solve_rate.png"}
     with open(run / "state.json") as f:
@@ -357,8 +395,8 @@ def test_dagger_resume_after_completion_redoes_nothing(dagger_run, monkeypatch):
     def forbidden(*a, **kw):
         raise AssertionError("work was redone")
 
-    for mod, name in ((train, "main"), (nsr.evaluation, "run_neural"), (nsr.evaluation, "run_basic"),
-                      (nsr.runner, "run_traces")):
+    for mod, name in ((nsr.trainer, "train"), (nsr.evaluation, "evaluate"), (nsr.drivers, "write_traces"),
+                      (nsr.relabel, "relabel_file")):
         monkeypatch.setattr(mod, name, forbidden)
     assert run_main(dagger.main, [str(a) for a in args] + ["--resume"]) == 0
     after = {k: v for k, v in snapshot(run).items() if k != "solve_rate.png"}
@@ -393,21 +431,24 @@ def _copy_run(tmp_path, dagger_run, drop=()):
 
 def test_dagger_resume_after_an_interruption_continues(tmp_path, dagger_run, monkeypatch):
     """Interrupted after relabeling: the rollout is not redone, the fine-tune and evaluation are."""
-    import nsr.runner
+    import nsr.drivers
+    import nsr.relabel
+    import nsr.trainer
     from nsr.cli import run_main
-    from training import dagger, train
 
+    dagger = load_module("training.dagger")
     run, args, _ = dagger_run
     copy, new_args, _ = _copy_run(tmp_path, dagger_run, drop=("finetune_1", "eval_1"))
     shutil.rmtree(copy / "checkpoints" / "iter1")
     os.unlink(copy / "results.csv")
 
     calls = []
-    orig_train = train.main
-    monkeypatch.setattr(train, "main", lambda argv: calls.append(argv) or orig_train(argv))
-    monkeypatch.setattr(nsr.runner, "run_traces", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rollout")))
+    orig_train = nsr.trainer.train
+    monkeypatch.setattr(nsr.trainer, "train", lambda cfg: calls.append(cfg) or orig_train(cfg))
+    monkeypatch.setattr(nsr.drivers, "write_traces", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rollout")))
+    monkeypatch.setattr(nsr.relabel, "relabel_file", lambda *a, **k: (_ for _ in ()).throw(AssertionError("relabel")))
     assert run_main(dagger.main, new_args + ["--resume"]) == 0
-    assert len(calls) == 1 and "--init_from" in calls[0]  # only the fine-tune
+    assert len(calls) == 1 and calls[0].init_from is not None  # only the fine-tune
     rows = _results(copy)
     assert [(r["iteration"], r["method"]) for r in rows] == [("expert", "basic_sr"), ("0", "neural"),
                                                              ("1", "neural")]
@@ -417,22 +458,22 @@ def test_dagger_resume_after_an_interruption_continues(tmp_path, dagger_run, mon
 def test_dagger_control_adds_an_expert_only_fine_tune_without_redoing_the_run(tmp_path, dagger_run, monkeypatch):
     """--control on a finished run: only the control is trained (expert traces alone, from the BC checkpoint,
     same steps and learning rate as the DAgger fine-tune) and evaluated; no rollout is redone."""
-    import nsr.runner
+    import nsr.drivers
     from nsr.cli import run_main
-    from training import dagger
 
+    dagger = load_module("training.dagger")
     run, _, _ = dagger_run
     copy, new_args, state = _copy_run(tmp_path, dagger_run)
-    monkeypatch.setattr(nsr.runner, "run_traces", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rollout")))
+    monkeypatch.setattr(nsr.drivers, "write_traces", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rollout")))
     assert run_main(dagger.main, new_args + ["--resume", "--control"]) == 0
     rows = _results(copy)
     assert [(r["iteration"], r["method"]) for r in rows] == [("expert", "basic_sr"), ("0", "neural"),
                                                              ("1", "neural"), ("1", "control")]
     assert rows[3]["checkpoint"].endswith(os.path.join("checkpoints", "control1", "checkpoint-5"))
     with open(copy / "checkpoints" / "control1" / "checkpoint-5" / "training_state.json") as f:
-        ctl = json.load(f)["args"]
+        ctl = json.load(f)["config"]
     with open(copy / "checkpoints" / "iter1" / "checkpoint-5" / "training_state.json") as f:
-        it1 = json.load(f)["args"]
+        it1 = json.load(f)["config"]
     assert ctl["traces"] == it1["traces"][:1] and ctl["trace_weights"] == [1.0]
     assert ctl["init_from"] == state["done"]["bc"]  # the copy's BC checkpoint, as iter1 started from the original's
     assert os.path.relpath(ctl["init_from"], copy) == os.path.relpath(it1["init_from"], run)

@@ -7,12 +7,22 @@ import pytest
 from helpers import run_cli
 
 from nsr import datasets
-from nsr.datasets import (DEFAULT_EXPRESSIONS, NGUYEN, NGUYEN_EXPRESSIONS, count_label, degenerate_reason,
-                          function_signature, generate_dataset, load_expressions, nguyen_records,
+from nsr.datasets import (DEFAULT_EXPRESSIONS, NGUYEN, NGUYEN_EXPRESSIONS, DatasetConfig, count_label,
+                          degenerate_reason, function_signature, load_expressions, nguyen_records,
                           operators_for_complexity)
-from nsr.expressions import ARITY, OPERATOR_SETS, evaluate, format_infix, is_constant, parse, variables_used
+from nsr.expressions import evaluate, format_infix, is_constant, parse, variables_used
+from nsr.operators import ARITY, OPERATOR_SETS
 
 RECORD_KEYS = {"id", "expression", "X", "y", "num_vars"}
+
+
+def generate_dataset(n, operator_set="arith", complexity=0.5, num_vars=(1, 3), constants=(1.0,), n_points=100,
+                     x_range=(-2.0, 2.0), noise=0.0, seed=0, exclude=()):
+    """nsr.datasets.generate_dataset through its DatasetConfig (the tests' short positional form)."""
+    cfg = DatasetConfig(operator_set=operator_set, num_expressions=n, complexity=complexity, min_vars=num_vars[0],
+                        max_vars=num_vars[1], constants=tuple(constants), num_points=n_points, x_min=x_range[0],
+                        x_max=x_range[1], noise=noise, seed=seed)
+    return datasets.generate_dataset(cfg, exclude=exclude)
 NAME_RE = r"(?P<opset>[a-z]+)_(?P<n>[0-9.]+k?)_c(?P<c>\d\d)_(?P<stamp>\d[\d_T\-]*\d)\.pkl\.gz"
 
 

@@ -1,16 +1,17 @@
 """Grammar-constrained decoding: every proposal of a randomly initialised model is a
 well-formed expression within max_size and the problem's own primitives (thousands of
-samples, one-step and autoregressive), the logits processor on its own and inside
-Hugging Face generate(), unconstrained sampling and the inverse-CDF sampler."""
+samples, one-step and autoregressive), the grammar mask on its own, unconstrained sampling
+and the inverse-CDF sampler."""
 import numpy as np
 import pytest
 import torch
 from neural_helpers import started_problems
 
-from nsr.decoding import PrefixGrammarLogitsProcessor, sample_from_logits
-from nsr.expressions import OPERATORS, VARIABLES, is_valid
+from nsr.config import SamplingConfig
+from nsr.decoding import GrammarMask, sample_from_logits
+from nsr.estimators import BatchedNeuralSR
+from nsr.expressions import VARIABLES, is_valid
 from nsr.neural import NeuralProposer
-from nsr.neural_sr import BatchedNeuralSR
 from nsr.tokenizer import Vocab
 
 
@@ -40,7 +41,7 @@ def _spy_raw(monkeypatch, proposer):
     return raw, rows
 
 
-def _mixed_problems(checkpoint, max_size, n_arith, n_full, autoregressive=None, constrained=True):
+def _mixed_problems(checkpoint, max_size, n_arith, n_full, autoregressive=False, constrained=True):
     """1-variable arith problems (constant 1.0) and 2-variable full problems (constants 1.0, 2.0),
     all sampled by one proposer in one batch."""
     arith = BatchedNeuralSR(checkpoint, population_size=10, num_generations=2, operator_set="arith", max_size=max_size,
@@ -76,7 +77,7 @@ def test_constrained_one_step_samples_are_all_well_formed(monkeypatch, tiny_chec
     proposer, problems = _mixed_problems(tiny_checkpoint, max_size, n_arith=60, n_full=40)
     raw, _ = _spy_raw(monkeypatch, proposer)
     props = proposer.propose(problems, 32)  # 100 problems x 32 children = 3200 samples
-    vocab = proposer.ck.vocab
+    vocab = proposer.load().vocab
     n = _check_samples(problems, raw, [32] * len(problems), max_size, vocab)
     assert n == 3200
     # the proposals the loop receives are those very expressions, and the statistics say 100%
@@ -103,10 +104,10 @@ def test_sampling_options_keep_the_grammar(monkeypatch, tiny_checkpoint):
     """High temperature, top-k and top-p change the distribution, not the guarantees."""
     for kw in ({"temperature": 3.0}, {"top_k": 3}, {"top_p": 0.5, "temperature": 0.5}):
         _, problems = _mixed_problems(tiny_checkpoint, 9, n_arith=10, n_full=10)
-        proposer = NeuralProposer(tiny_checkpoint, device="cpu", **kw)
+        proposer = NeuralProposer(SamplingConfig(checkpoint=tiny_checkpoint, device="cpu", **kw))
         raw, _ = _spy_raw(monkeypatch, proposer)
         proposer.propose(problems, 20)
-        assert _check_samples(problems, raw, [20] * 20, 9, proposer.ck.vocab) == 400
+        assert _check_samples(problems, raw, [20] * 20, 9, proposer.load().vocab) == 400
 
 
 def test_problems_with_different_child_counts_in_one_call(monkeypatch, tiny_checkpoint):
@@ -115,16 +116,16 @@ def test_problems_with_different_child_counts_in_one_call(monkeypatch, tiny_chec
     counts = [5, 0, 12, 1, 7]
     props = proposer.propose(problems, counts)
     assert [len(p.lengths) for p in props] == counts
-    _check_samples(problems, raw, counts, 11, proposer.ck.vocab)
+    _check_samples(problems, raw, counts, 11, proposer.load().vocab)
 
 
 def test_autoregressive_samples_are_all_well_formed(monkeypatch, tiny_ar_checkpoint):
     proposer, problems = _mixed_problems(tiny_ar_checkpoint, 8, n_arith=30, n_full=20)
-    assert proposer.ck.mode == "autoregressive"
+    assert proposer.load().mode == "autoregressive"
     raw, rows = _spy_raw(monkeypatch, proposer)
     counts = [60] * 50
     proposer.propose(problems, counts)  # 3000 expressions, 50 sequences of 60 each
-    vocab = proposer.ck.vocab
+    vocab = proposer.load().vocab
     assert _check_samples(problems, raw, counts, 8, vocab) == 3000
     arith_tokens = {vocab.tokens[i] for exprs in raw[:30] for ids in exprs for i in ids}
     assert arith_tokens <= {"+", "-", "*", "x0", "1.0"}
@@ -149,7 +150,7 @@ def test_autoregressive_neural_sr_runs_with_the_ar_checkpoint(tiny_ar_checkpoint
 
 
 # ----------------------------------------------------------------------------
-# the logits processor on its own
+# the grammar mask on its own
 
 
 def _ids(v, toks):
@@ -159,7 +160,7 @@ def _ids(v, toks):
 def test_processor_masks_step_by_step():
     v = Vocab()
     allowed = torch.from_numpy(v.allowed_mask(["+", "-", "*"], 1, ["1.0"]))[None]
-    proc = PrefixGrammarLogitsProcessor(v, allowed, max_size=3)
+    proc = GrammarMask(v, allowed, max_size=3)
 
     def admitted():
         return {v.tokens[i] for i in proc.mask()[0].nonzero()[:, 0].tolist()}
@@ -179,7 +180,7 @@ def test_processor_sequences_of_expressions_and_row_selection():
     v = Vocab()
     allowed = torch.from_numpy(np.stack([v.allowed_mask(["*", "sin"], 2, ["1.0"]),
                                          v.allowed_mask(["+"], 1, ["2.0"])]))
-    proc = PrefixGrammarLogitsProcessor(v, allowed, max_size=4, n_expressions=[2, 1])
+    proc = GrammarMask(v, allowed, max_size=4, n_expressions=[2, 1])
     proc.update(_ids(v, ["x1", "2.0"]))
     m = proc.mask()
     assert m[0].nonzero()[:, 0].tolist() == [v.sep]  # row 0 owes a second expression
@@ -194,37 +195,10 @@ def test_processor_sequences_of_expressions_and_row_selection():
     assert {v.tokens[i] for i in proc.mask()[0].nonzero()[:, 0].tolist()} == {"x0", "x1", "1.0"}  # size 4 reached
 
 
-def test_processor_inside_hf_generate(tiny_checkpoint):
-    """As a plain Hugging Face LogitsProcessor in model.generate(), sampling 64 rows."""
-    from transformers import AutoModelForCausalLM, LogitsProcessorList
-
-    v = Vocab()
-    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, local_files_only=True).eval()
-    prompt = v.prompt(1, ["+", "*"], ["1.0"], 0, [("<e5>", ("x0",)), ("<e7>", ("1.0",))])
-    rows = 64
-    allowed = torch.from_numpy(v.allowed_mask(["+", "*"], 1, ["1.0"]))[None].repeat(rows, 1)
-    for n_expr, max_size in ((1, 5), (3, 4)):
-        proc = PrefixGrammarLogitsProcessor(v, allowed, max_size=max_size, n_expressions=[n_expr] * rows)
-        torch.manual_seed(0)
-        out = model.generate(torch.tensor([prompt] * rows),
-                             attention_mask=torch.ones(rows, len(prompt), dtype=torch.long),
-                             logits_processor=LogitsProcessorList([proc]), do_sample=True, top_k=0,
-                             max_new_tokens=n_expr * (max_size + 1), pad_token_id=v.pad, eos_token_id=v.eos)
-        for row in out[:, len(prompt):].tolist():
-            toks = v.decode(row)
-            assert "<eos>" in toks, toks
-            body = toks[: toks.index("<eos>")]
-            exprs = " ".join(body).split(" <sep> ") if body else []
-            assert len(exprs) == n_expr, toks
-            for e in exprs:
-                e = tuple(e.split())
-                assert is_valid(e) and len(e) <= max_size and set(e) <= {"+", "*", "x0", "1.0"}, toks
-
-
 def test_unconstrained_processor_only_stops_rows():
     v = Vocab()
     allowed = torch.from_numpy(v.allowed_mask(["+"], 1, ["1.0"]))[None]
-    proc = PrefixGrammarLogitsProcessor(v, allowed, max_size=2, constrained=False)
+    proc = GrammarMask(v, allowed, max_size=2, constrained=False)
     m = proc.mask()[0]
     assert m.sum() == len(v) - 1 and not m[v.pad]  # anything but padding, even tokens the grammar forbids
     for t in ["sin", "x5", "x0"]:
@@ -291,9 +265,7 @@ def test_sample_from_logits_is_inverse_cdf_sampling():
 def test_bad_sampling_parameters(tiny_checkpoint, kw):
     from nsr.safe_io import InputError
 
-    with pytest.raises(InputError):
-        NeuralProposer(tiny_checkpoint, **kw)
-
-
-def test_operator_table_is_the_documented_one():
-    assert set(OPERATORS) == {"+", "-", "*", "/", "^", "sin", "cos", "exp", "log", "sqrt"}
+    with pytest.raises(InputError, match=next(iter(kw))):  # the message names the parameter
+        NeuralProposer(SamplingConfig(checkpoint=tiny_checkpoint, **kw))
+    with pytest.raises(InputError, match=next(iter(kw))):
+        BatchedNeuralSR(tiny_checkpoint, **kw)

@@ -6,8 +6,9 @@ import pytest
 
 from nsr import expressions as ex
 from nsr.datasets import sample_tree
-from nsr.expressions import (ARITY, OPERATOR_SETS, Expression, ExpressionError, Primitives, depth, evaluate,
-                             format_infix, parse, resolve_operators, size, subtree_end, to_sympy)
+from nsr.expressions import (Expression, ExpressionError, Primitives, depth, evaluate, format_infix, parse,
+                             resolve_operators, subtrees, to_sympy)
+from nsr.operators import ARITY, BINARY, EXP_CLIP, OPERATOR_SETS, OPERATORS, UNARY
 
 FULL_BINARY, FULL_UNARY = resolve_operators("full")
 VARS3 = ["x0", "x1", "x2"]
@@ -32,12 +33,14 @@ def grid(n_vars=3, lo=-2.0, hi=2.0, n=41):
 # infix text
 
 
-def test_operator_sets_are_as_documented():
-    assert set(OPERATOR_SETS["arith"]) == {"+", "-", "*"}
-    assert set(OPERATOR_SETS["full"]) == {"+", "-", "*", "/", "^", "sin", "cos", "exp", "log", "sqrt"}
-    assert resolve_operators("arith") == (("+", "-", "*"), ())
-    b, u = resolve_operators("full")
-    assert set(b) == {"+", "-", "*", "/", "^"} and set(u) == {"sin", "cos", "exp", "log", "sqrt"}
+def test_operator_sets_resolve_by_arity_and_full_is_every_operator():
+    for name, ops in OPERATOR_SETS.items():
+        b, u = resolve_operators(name)
+        assert b == tuple(o for o in ops if ARITY[o] == 2) and u == tuple(o for o in ops if ARITY[o] == 1)
+        assert set(b) <= set(BINARY) and set(u) <= set(UNARY)
+    assert set().union(*OPERATOR_SETS.values()) == {op.name for op in OPERATORS}  # every operator is in a set
+    assert set(OPERATOR_SETS["arith"]) < set(OPERATOR_SETS["full"])
+    assert resolve_operators("arith")[1] == ()  # arith has no unary operators
 
 
 def test_format_is_the_parenthesised_infix_style():
@@ -114,6 +117,38 @@ def test_parse_sympy_style_strings(text, formula):
     np.testing.assert_allclose(got, formula(X[:, 0], X[:, 1], X[:, 2]), rtol=1e-12, atol=1e-12)
 
 
+def test_ln_is_log():
+    assert parse("ln(x0)") == parse("log(x0)") == ("log", "x0")
+    assert parse("ln(x0 + 1) * 2") == ("*", "log", "+", "x0", "1.0", "2.0")
+
+
+def test_over_deep_or_over_long_text_is_an_expression_error_not_a_crash():
+    deep = "(" * 500 + "x0**2" + ")" * 500  # not the canonical format ('**'): the recursive parser
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        parse(deep)
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        parse("-" * 1000 + "x0")
+    with pytest.raises(ExpressionError, match="too long"):
+        parse("x0 + " * 30_000 + "x0")
+    assert parse("(" * 150 + "x0**2" + ")" * 150) == ("^", "x0", "2.0")  # moderate nesting still parses
+    canonical = "x0"
+    for _ in range(300):  # the canonical fast path is iterative: deep canonical text round trips
+        canonical = f"sin({canonical})"
+    assert parse(canonical) == ("sin",) * 300 + ("x0",)
+
+
+def test_subtrees_lists_every_subtree_once():
+    tokens = parse("((x0 * x0) + sin(x1))")
+    spans = subtrees(tokens)
+    assert sorted(spans) == sorted({(0, 6), (1, 4), (2, 3), (3, 4), (4, 6), (5, 6)})
+    for s, e in spans:
+        assert ex.is_valid(tokens[s:e])
+    for tokens in random_trees(100, NONNEG_CONSTANTS, seed=11):
+        spans = subtrees(tokens)
+        assert len(spans) == len(tokens) and (0, len(tokens)) in spans  # one per node, the whole tree among them
+        assert all(ex.is_valid(tokens[s:e]) for s, e in spans)
+
+
 def test_parse_integers_become_float_constants():
     assert parse("2*x0") == ("*", "2.0", "x0")
     assert parse("-3") == ("-3.0",)
@@ -163,9 +198,10 @@ def _in_safe_domain(tokens, X):
         if a == 0:
             continue
         j = i + 1
-        k = subtree_end(tokens, j)
+        end = dict(subtrees(tokens))  # start -> end of every subtree
+        k = end[j]
         first = evaluate(tokens[j:k], X)
-        second = evaluate(tokens[k:subtree_end(tokens, k)], X) if a == 2 else None
+        second = evaluate(tokens[k:end[k]], X) if a == 2 else None
         vals = [first] + ([second] if second is not None else [])
         if not all(np.all(np.isfinite(v)) and np.all(np.abs(v) < 1e6) for v in vals):
             return False
@@ -226,7 +262,7 @@ def test_to_sympy_on_known_expressions():
 ])
 def test_size_and_depth_of_known_expressions(text, n, d):
     tokens = parse(text)
-    assert size(tokens) == n and depth(tokens) == d
+    assert len(tokens) == n and depth(tokens) == d
     e = Expression.parse(text)
     assert e.size == n and e.depth == d
 
@@ -306,7 +342,7 @@ def test_protected_log_sqrt_exp():
     np.testing.assert_allclose(evaluate(parse("log(x0)"), X)[:4], [0.0, 0.0, 1.0, 1.0])
     np.testing.assert_allclose(evaluate(parse("sqrt(x0)"), X)[[0, 4]], [0.0, 2.0])
     e = evaluate(parse("exp(x0)"), X)
-    assert np.all(np.isfinite(e)) and e[-1] == pytest.approx(math.exp(ex.EXP_CLIP))
+    assert np.all(np.isfinite(e)) and e[-1] == pytest.approx(math.exp(EXP_CLIP))
 
 
 def test_evaluate_never_returns_a_view_of_X_and_checks_shapes():

@@ -11,7 +11,7 @@ from nsr.evolution import OPERATOR_NAMES
 from nsr.expressions import evaluate, parse
 from nsr.traces import SOLVED_MSE, load_traces
 
-RECORD_KEYS = {"expression_id", "target_expression", "final_expression", "final_mse", "solved", "time",
+RECORD_KEYS = {"expression_id", "index", "seed", "target_expression", "final_expression", "final_mse", "solved", "time",
                "trajectory", "basicsr_params", "binary_operators", "unary_operators", "constants", "num_vars",
                "X", "y", "source"}
 GEN_KEYS = {"generation", "population_size", "expressions", "fitnesses", "mses", "heritages", "operators",
@@ -41,16 +41,27 @@ def five_expressions(tmp_path_factory):
 # the default run
 
 
-def test_default_arguments():
+def test_default_flags_are_the_config_defaults_with_the_rollout_and_file_overrides():
+    """Every flag of a config field defaults to the field's default, except the documented overrides
+    (population 20 for rollouts; operator set and constants from the input file)."""
+    import dataclasses
+
     import generate_traces
+    from nsr.config import FILE_DEFAULTS, ROLLOUT_DEFAULTS, EvolutionConfig, RunConfig, SamplingConfig
 
     args = generate_traces.parse_args([])
     assert os.path.abspath(args.expressions_file) == os.path.abspath(DEFAULT_EXPRESSIONS)
-    assert args.output_dir == os.path.join("datasets", "traces")
-    assert (args.population_size, args.num_generations, args.seed) == (20, 50, 42)
-    assert args.num_workers is None and args.shard is None and args.max_expressions is None
-    assert args.operator_set is None and args.constants is None and not args.quiet
-    assert args.checkpoint is None and args.batch_size is None
+    overrides = {**ROLLOUT_DEFAULTS, **FILE_DEFAULTS}
+    checked = 0
+    for cls in (EvolutionConfig, SamplingConfig, RunConfig):
+        for f in dataclasses.fields(cls):
+            if not f.metadata["cli"]:
+                assert not hasattr(args, f.name), f.name
+                continue
+            assert getattr(args, f.name) == overrides.get(f.name, f.default), f.name
+            checked += 1
+    assert checked >= 20
+    assert args.shard is None and args.max_expressions is None and not args.resume and not args.overwrite
 
 
 def test_no_argument_run_on_the_shipped_default_file(tmp_path):
@@ -68,9 +79,10 @@ def test_no_argument_run_on_the_shipped_default_file(tmp_path):
     assert meta["parameters"]["population_size"] == 20 and meta["parameters"]["num_generations"] == 50
     assert {"package_versions", "created"} <= set(meta) and "numpy" in meta["package_versions"]
     assert meta["input_file"] == os.path.abspath(DEFAULT_EXPRESSIONS)
+    assert meta["seed"] == 42 and meta["params"] == recs[0]["basicsr_params"]
     for rec, s in zip(recs, src["records"]):
         assert rec["expression_id"] == s["id"] and rec["target_expression"] == s["expression"]
-        assert rec["basicsr_params"]["population_size"] == 20 and rec["basicsr_params"]["seed"] == 42
+        assert rec["basicsr_params"]["population_size"] == 20 and rec["seed"] == 42
         assert rec["trajectory"]["generations"][0]["population_size"] == 20
         assert len(rec["trajectory"]["generations"]) <= 50
     solved = sum(r["final_mse"] <= SOLVED_MSE for r in recs)
@@ -114,7 +126,8 @@ def test_record_format(traced):
         assert rec["binary_operators"] == ["+", "-", "*"] and rec["unary_operators"] == []
         assert rec["constants"] == [1.0] and rec["source"] == "basic_sr"
         params = rec["basicsr_params"]
-        assert params["population_size"] == 15 and params["num_generations"] == 10 and params["seed"] == 7
+        assert params["population_size"] == 15 and params["num_generations"] == 10 and rec["seed"] == 7
+        assert "seed" not in params and "sampling_params" not in rec  # an expert run: evolution parameters only
         # the final expression is the trajectory's last best, and its MSE is what it scores on the data
         gens = rec["trajectory"]["generations"]
         assert rec["final_expression"] == gens[-1]["best_expression"]

@@ -4,7 +4,7 @@ import pytest
 
 from nsr import kernels
 from nsr.datasets import sample_tree
-from nsr.expressions import Primitives, depth, evaluate, format_infix, resolve_operators, subtree_end
+from nsr.expressions import Primitives, depth, evaluate, format_infix, resolve_operators, subtrees
 
 FULL_BINARY, FULL_UNARY = resolve_operators("full")
 CONSTANTS = ("1.0", "-1.0", "0.5", "2.0", "0.0", "3.0")
@@ -20,6 +20,25 @@ def _encode_batch(prims, programs):
     return codes, lengths, width
 
 
+def _predict(codes, lengths, Xt, consts, width):
+    """The compiled evaluator on programs without fitted constants."""
+    return kernels.predict_batch(codes, lengths, np.zeros(codes.shape, dtype=np.float64), Xt, consts, width)
+
+
+def _cached_mse(cache, codes, lengths, hashes, Xt, y, consts, width):
+    """(MSE per program, programs newly evaluated) through ``cache`` (no constant fitting)."""
+    mse, new, _evals = cache.mse(codes, lengths, np.zeros(codes.shape, dtype=np.float64),
+                                 np.zeros((len(lengths), 2), dtype=np.float64), hashes, Xt, y, consts, width)
+    return mse, new
+
+
+def _breed(pop, lens, fitness, n, rng, *args):
+    """kernels.breed without fitted constants: (children, lengths, parents, operators)."""
+    children, clens, _cv, parents, ops = kernels.breed(pop, lens, np.zeros(pop.shape, dtype=np.float64), fitness, n,
+                                                       rng, *args)
+    return children, clens, parents, ops
+
+
 def _nan_for_nonfinite(a):
     a = np.array(a, dtype=np.float64)
     a[~np.isfinite(a)] = np.nan
@@ -32,8 +51,8 @@ def _ill_conditioned_points(tokens, X, limit=1e6):
     follows (sin of 1e13, x - y of two huge values), so the two evaluators may differ."""
     bad = np.zeros(len(X), dtype=bool)
     with np.errstate(all="ignore"):
-        for i in range(len(tokens)):
-            v = evaluate(tokens[i:subtree_end(tokens, i)], X)
+        for s, e in subtrees(tokens):
+            v = evaluate(tokens[s:e], X)
             bad |= np.isfinite(v) & (np.abs(v) > limit)
     return bad
 
@@ -47,7 +66,7 @@ def test_predict_batch_agrees_with_numpy_reference_on_random_programs():
     X = np.vstack([np.linspace(-2.0, 2.0, 21)[:, None].repeat(3, axis=1) * [1.0, -1.0, 0.5],
                    np.random.default_rng(11).uniform(-3, 3, size=(30, 3))])
     codes, lengths, width = _encode_batch(prims, programs)
-    got = kernels.predict_batch(codes, lengths, np.ascontiguousarray(X.T), prims.constants, width)
+    got = _predict(codes, lengths, np.ascontiguousarray(X.T), prims.constants, width)
     assert got.shape == (len(programs), len(X))
     some_nonfinite = compared = 0
     for i, p in enumerate(programs):
@@ -69,8 +88,8 @@ def test_mse_is_inf_when_any_point_is_non_finite():
     programs = [("x0",), ("^", "x0", "-1.0"), ("+", "x0", "1.0")]
     codes, lengths, width = _encode_batch(prims, programs)
     hashes = kernels.hash_rows(codes, lengths)
-    mse, n_eval = kernels.FitnessCache().mse(codes, lengths, hashes, np.ascontiguousarray(X.T), y, prims.constants,
-                                             width)
+    mse, n_eval = _cached_mse(kernels.FitnessCache(), codes, lengths, hashes, np.ascontiguousarray(X.T), y,
+                              prims.constants, width)
     assert n_eval == 3
     assert mse[0] == 0.0
     assert mse[1] == np.inf  # 1/x0 is inf at 0: the whole candidate is non-finite
@@ -87,9 +106,9 @@ def test_mse_cache_evaluates_each_program_once():
     assert hashes[0] == hashes[2] and hashes[1] == hashes[3] and len(set(hashes.tolist())) == 3
     cache = kernels.FitnessCache()
     Xt = np.ascontiguousarray(X.T)
-    mse, n_eval = cache.mse(codes, lengths, hashes, Xt, y, prims.constants, width)
+    mse, n_eval = _cached_mse(cache, codes, lengths, hashes, Xt, y, prims.constants, width)
     assert n_eval == 3
-    mse2, n_eval2 = cache.mse(codes, lengths, hashes, Xt, y, prims.constants, width)
+    mse2, n_eval2 = _cached_mse(cache, codes, lengths, hashes, Xt, y, prims.constants, width)
     assert n_eval2 == 0
     np.testing.assert_array_equal(mse, mse2)
     assert mse[1] == 0.0 and mse[0] == mse[2]
@@ -104,10 +123,11 @@ def test_fitness_cache_grows_and_keeps_every_entry():
     X = np.linspace(-1, 1, 7)[:, None]
     Xt, y = np.ascontiguousarray(X.T), X[:, 0] ** 3
     cache = kernels.FitnessCache(capacity=16)
-    first, n1 = cache.mse(codes, lengths, hashes, Xt, y, prims.constants, codes.shape[1])
+    first, n1 = _cached_mse(cache, codes, lengths, hashes, Xt, y, prims.constants, codes.shape[1])
     assert n1 == len(set(hashes.tolist())) == len(cache)
     assert cache.keys.shape[0] >= 2 * len(cache)
-    again, n2 = cache.mse(codes[::-1], lengths[::-1], hashes[::-1], Xt, y, prims.constants, codes.shape[1])
+    again, n2 = _cached_mse(cache, np.ascontiguousarray(codes[::-1]), np.ascontiguousarray(lengths[::-1]),
+                            np.ascontiguousarray(hashes[::-1]), Xt, y, prims.constants, codes.shape[1])
     assert n2 == 0
     np.testing.assert_array_equal(again[::-1], first)
 
@@ -131,8 +151,8 @@ def test_breed_children_are_well_formed_and_within_max_size():
     pop, lens = kernels.random_population(40, rng, 4, max_size, prims.op_codes, prims.leaf_codes)
     fitness = rng.standard_normal(40)
     for _ in range(5):
-        children, clens, parents, ops = kernels.breed(pop, lens, fitness, 39, rng, 3, 0.7, 4, max_size,
-                                                      prims.op_codes, prims.leaf_codes)
+        children, clens, parents, ops = _breed(pop, lens, fitness, 39, rng, 3, 0.7, 4, max_size, prims.op_codes,
+                                               prims.leaf_codes)
         for k in range(39):
             tokens = prims.decode(children[k, : clens[k]])
             format_infix(tokens)

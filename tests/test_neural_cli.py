@@ -17,7 +17,7 @@ from neural_helpers import (BROKEN_KINDS, BROKEN_WORDS, NEURAL_ENV, assert_same_
                             run_in_process, run_neural_cli, snapshot, without_timing)
 
 from nsr import safe_io
-from nsr.runner import content_hash
+from nsr.model import checkpoint_hash
 from nsr.traces import load_traces
 
 
@@ -39,26 +39,30 @@ def neural_run(tmp_path_factory, hard_expressions_file, tiny_checkpoint):
     proc = run_neural_cli("generate_traces.py", ["--expressions_file", hard_expressions_file, "--output_dir", out,
                                                  "--checkpoint", tiny_checkpoint] + GEN_ARGS)
     assert proc.returncode == 0, proc.stderr
-    return out, proc, load_traces(str(out / "gen3_hard_c05.pkl.gz"))
+    return out, proc, load_traces(str(out / "gen3_hard_c05_neural.pkl.gz"))
 
 
 def test_neural_traces_metadata_and_records(neural_run, tiny_checkpoint, hard_expressions_file):
     out, proc, data = neural_run
-    assert os.listdir(out) == ["gen3_hard_c05.pkl.gz"]  # the .partial is gone
+    assert os.listdir(out) == ["gen3_hard_c05_neural.pkl.gz"]  # the .partial is gone
     meta = data["metadata"]
     assert meta["source"] == "neural_sr"
     assert meta["checkpoint"] == os.path.abspath(tiny_checkpoint)
-    assert meta["checkpoint_hash"] == content_hash(tiny_checkpoint) and len(meta["checkpoint_hash"]) == 16
+    assert meta["checkpoint_hash"] == checkpoint_hash(tiny_checkpoint) and len(meta["checkpoint_hash"]) == 16
     assert meta["checkpoint_mode"] == "one_step" and meta["batch_size"] == 2 and meta["device"] == "cpu"
-    assert meta["beta"] == 0.0 and "generate_traces.py" in meta["command"]
-    assert meta["params"]["temperature"] == 1.0 and meta["params"]["seed"] == 5
+    assert meta["sampling_params"]["beta"] == 0.0 and "generate_traces.py" in meta["command"]
+    assert meta["sampling_params"]["temperature"] == 1.0 and meta["seed"] == 5
+    assert meta["params"]["population_size"] == 6 and meta["params"]["early_stop"] is False
     assert meta["model_stats"]["proposals"] == meta["model_stats"]["well_formed"] == 3 * 2 * 5
     assert meta["input_file"] == os.path.abspath(hard_expressions_file)
     recs = data["records"]
     assert [r["index"] for r in recs] == [0, 1, 2] and [r["num_vars"] for r in recs] == [1, 2, 3]
     for r in recs:
         assert r["source"] == "neural_sr"
-        assert r["checkpoint"] == meta["checkpoint"] and r["checkpoint_hash"] == meta["checkpoint_hash"]
+        # each record says how it was sampled, from which checkpoint
+        assert r["sampling_params"] == meta["sampling_params"] and r["seed"] == 5
+        assert os.path.abspath(r["sampling_params"]["checkpoint"]) == meta["checkpoint"]
+        assert r["basicsr_params"] == meta["params"]
         gens = r["trajectory"]["generations"]
         assert len(gens) == 3
         assert all(g["operators"] == ["elite"] + ["neural"] * 5 for g in gens[1:])
@@ -74,7 +78,7 @@ def test_resume_finishes_an_interrupted_run_without_redoing_finished_problems(tm
     _, _, full = neural_run
     out = tmp_path / "b"
     out.mkdir()
-    output = str(out / "gen3_hard_c05.pkl.gz")
+    output = str(out / "gen3_hard_c05_neural.pkl.gz")
     done = [dict(r) for r in full["records"][:2]]
     done[0]["time"] = 12345.0  # a marker: a redone problem would get its own time
     # the partial folder holds append-only chunks; two chunks as two periodic saves would leave them
@@ -86,7 +90,7 @@ def test_resume_finishes_an_interrupted_run_without_redoing_finished_problems(tm
                                               "--checkpoint", tiny_checkpoint, "--resume"] + GEN_ARGS, capsys)
     assert proc.returncode == 0, proc.stderr
     assert "resuming: 2 of 3 expressions already done" in proc.stdout
-    assert os.listdir(out) == ["gen3_hard_c05.pkl.gz"]
+    assert os.listdir(out) == ["gen3_hard_c05_neural.pkl.gz"]
     resumed = load_traces(output)
     assert resumed["records"][0]["time"] == 12345.0
     assert resumed["metadata"]["fingerprint"] == full["metadata"]["fingerprint"]
@@ -99,7 +103,7 @@ def test_resume_refuses_a_partial_file_of_other_parameters(tmp_path, capsys, neu
     _, _, full = neural_run
     out = tmp_path / "c"
     out.mkdir()
-    partial = out / "gen3_hard_c05.pkl.gz.partial" / "part-00000.pkl.gz"
+    partial = out / "gen3_hard_c05_neural.pkl.gz.partial" / "part-00000.pkl.gz"
     safe_io.save(str(partial), "partial_traces", {"fingerprint": "0123456789abcdef"}, full["records"][:1])
     before = snapshot(tmp_path)
     proc = run_in_process("generate_traces", ["--expressions_file", hard_expressions_file, "--output_dir", out,
@@ -114,8 +118,9 @@ def test_beta_mixes_expert_and_neural_children(tmp_path, capsys, hard_expression
                                               "--checkpoint", tiny_checkpoint, "--beta", 0.5, "--quiet"] + GEN_ARGS,
                           capsys)
     assert proc.returncode == 0, proc.stderr
-    data = load_traces(str(tmp_path / "gen3_hard_c05.pkl.gz"))
-    assert data["metadata"]["beta"] == 0.5 and data["metadata"]["params"]["beta"] == 0.5
+    data = load_traces(str(tmp_path / "gen3_hard_c05_neural_beta0.5.pkl.gz"))
+    assert data["metadata"]["sampling_params"]["beta"] == 0.5
+    assert all(r["sampling_params"]["beta"] == 0.5 for r in data["records"])
     ops = [op for r in data["records"] for g in r["trajectory"]["generations"][1:] for op in g["operators"][1:]]
     assert "neural" in ops and ({"crossover", "mutation"} & set(ops))
     assert set(ops) <= {"neural", "crossover", "mutation"}
@@ -127,7 +132,7 @@ def test_autoregressive_checkpoint_through_generate_traces(tmp_path, capsys, har
                                               "--checkpoint", tiny_ar_checkpoint, "--autoregressive", "--quiet",
                                               "--max_size", 10] + GEN_ARGS, capsys)
     assert proc.returncode == 0, proc.stderr
-    data = load_traces(str(tmp_path / "gen3_hard_c05.pkl.gz"))
+    data = load_traces(str(tmp_path / "gen3_hard_c05_neural.pkl.gz"))
     assert data["metadata"]["checkpoint_mode"] == "autoregressive"
     assert all(r["trajectory"]["stats"]["well_formed_pct"] == 100.0 for r in data["records"])
 
@@ -161,7 +166,7 @@ def test_batched_neural_sr_cli(capsys, tiny_checkpoint, hard_expressions_file):
                                                 "--population_size", 6, "--num_generations", 3], capsys)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0].split() == ["target", "found", "MSE", "solved", "generations"]
+    assert lines[0].split() == ["target", "found", "MSE", "solved", "R2", "(fresh", "points)", "generations"]
     assert len([ln for ln in lines[2:] if ln.strip() and not ln.startswith("solved")]) == 3
     assert any("well-formed 100.0% of 30 proposals" in ln and "batch 2" in ln for ln in lines)
 

@@ -9,13 +9,14 @@ import torch
 from neural_helpers import hard_records
 
 import nsr.neural as neural_mod
+from nsr.config import SamplingConfig
+from nsr.estimators import BasicSR, BatchedNeuralSR, NeuralSR
 from nsr.evolution import NEURAL, OPERATOR_NAMES
-from nsr.expressions import Expression, evaluate, is_valid, parse
-from nsr.neural import NeuralProposer, infer_parents, subtrees
-from nsr.neural_sr import BatchedNeuralSR, NeuralSR
+from nsr.expressions import Expression, evaluate, is_valid, parse, subtrees
+from nsr.neural import NeuralProposer, infer_parents
 from nsr.proposers import MixedProposer
 from nsr.safe_io import InputError
-from nsr.sr import BasicSR
+from nsr.traces import seed_for
 from helpers import heritage_lists as _her
 
 
@@ -59,7 +60,7 @@ def test_trajectories_have_the_basic_sr_format_plus_neural_stats(fitted, problem
     basic = BasicSR(population_size=10, num_generations=3, collect_trajectory=True, seed=0).fit(X_list[0], y_list[0])
     bt = basic.trajectory
     for t, mse, X in zip(trajs, mses, X_list):
-        assert set(t) == set(bt)
+        assert set(t.keys()) == set(bt.keys())
         assert set(t["stats"]) >= set(bt["stats"]) | {"well_formed_pct", "model_time", "neural_proposals",
                                                       "well_formed"}
         assert t["stats"]["well_formed_pct"] == 100.0 and t["stats"]["model_time"] > 0
@@ -83,10 +84,32 @@ def test_trajectories_have_the_basic_sr_format_plus_neural_stats(fitted, problem
             prev = gens[i - 1]
             assert g["operators"] == ["elite"] + ["neural"] * 9
             assert _her(g, "heritages")[0] == [int(np.argmax(prev["fitnesses"]))]
-            assert g["expressions"][0] == prev["best_expression"]
+            assert g["expressions"][0] == prev["expressions"][int(np.argmax(prev["fitnesses"]))]
             for h in _her(g, "heritages"):
                 assert len(h) <= 2 and all(0 <= a < prev["population_size"] for a in h)
             assert g["best_fitness"] >= prev["best_fitness"]  # elitism
+
+
+@pytest.mark.parametrize("seed", [2, 4, 7])
+def test_the_elite_is_the_previous_generations_fittest_individual(tiny_checkpoint, problems3, seed):
+    """Generation g starts with the fittest individual of generation g-1 (np.argmax: the first of
+    equal maxima), carried over with its fitness. (Not ``best_expression``, the lowest-MSE one: with
+    parsimony the two differ.)"""
+    X_list, y_list = problems3
+    sr = BatchedNeuralSR(tiny_checkpoint, population_size=10, num_generations=5, seed=seed, early_stop=False)
+    _, _, trajs = sr.batched_fit(X_list, y_list)
+    checked = 0
+    for t in trajs:
+        gens = list(t)  # a Trajectory iterates generation by generation
+        assert len(gens) == 5
+        for prev, g in zip(gens, gens[1:]):
+            j = int(np.argmax(prev["fitnesses"]))
+            assert g["operators"][0] == "elite" and _her(g, "heritages")[0] == [j]
+            assert g["expressions"][0] == prev["expressions"][j]
+            assert g["fitnesses"][0] == prev["fitnesses"].max() == np.float32(prev["best_fitness"])
+            assert g["mses"][0] == prev["mses"][j]
+            checked += 1
+    assert checked == 3 * 4
 
 
 def test_neural_children_heritage_follows_the_documented_inference(fitted):
@@ -167,10 +190,10 @@ def test_checkpoint_is_loaded_lazily_once_and_shared(tiny_checkpoint, problems3,
     assert loads == []  # lazily, on first use
     X_list, y_list = problems3
     sr.batched_fit(X_list[:2], y_list[:2])
-    ck1, model1 = sr.neural.ck, sr.neural.ck.model
+    ck1, model1 = sr.neural.load(), sr.neural.load().model
     sr.batched_fit(X_list[2:], y_list[2:])
     assert len(loads) == 1
-    assert sr.neural.ck is ck1 and sr.neural.ck.model is model1
+    assert sr.neural.load() is ck1 and sr.neural.load().model is model1
     assert sr.neural.stats["calls"] == 2
 
 
@@ -217,8 +240,8 @@ def test_float64_results_do_not_depend_on_the_batch_size(tiny_checkpoint, proble
     from nsr.traces import seed_for
 
     X_list, y_list = problems3
-    proposer = NeuralProposer(tiny_checkpoint, device="cpu", dtype=torch.float64)
-    assert proposer.ck.dtype == torch.float64
+    proposer = NeuralProposer(SamplingConfig(checkpoint=tiny_checkpoint, device="cpu", dtype="float64"))
+    assert proposer.load().dtype == torch.float64
 
     def run(batch_size, order):
         sr = BatchedNeuralSR(tiny_checkpoint, population_size=10, num_generations=5, seed=6, early_stop=False)
@@ -275,20 +298,47 @@ def test_beta_decides_who_makes_the_children(tiny_checkpoint, problems3, beta):
                     assert len(h) == 1
                 else:
                     assert len(h) <= 2
-        if beta < 1.0:
-            st = t["stats"]
-            assert st["neural_proposals"] == sum(o == "neural" for g in gens[1:] for o in g["operators"])
+        st = t["stats"]
+        if beta < 1.0:  # neural proposals were made, and all were well formed
+            assert st["neural_proposals"] == sum(o == "neural" for g in gens[1:] for o in g["operators"]) > 0
             assert st["well_formed_pct"] == 100.0
+        else:
+            assert st.get("neural_proposals", 0) == 0 and st.get("well_formed", 0) == 0
+    if beta < 1.0:
+        assert sr.neural.stats["proposals"] == sr.neural.stats["well_formed"] == ops.count("neural") > 0
+    else:  # the model proposed nothing
+        assert sr.neural.stats["proposals"] == 0 and sr.neural.stats["well_formed"] == 0
+
+
+def test_beta_one_is_exactly_the_expert(tiny_checkpoint, problems3):
+    """beta = 1: every child comes from the expert, so the run is the expert's run with the same generators."""
+    X_list, y_list = problems3
+    kw = dict(population_size=10, num_generations=4, early_stop=False)
+    sr = BatchedNeuralSR(tiny_checkpoint, beta=1.0, seed=3, **kw)
+    _, mses, trajs = sr.batched_fit(X_list, y_list)
+    for i, (X, y) in enumerate(zip(X_list, y_list)):
+        expert = BasicSR(collect_trajectory=True, **kw).fit(X, y, rng=seed_for(3, i))  # problem i's generator
+        assert _exprs(trajs[i]) == _exprs(expert.trajectory)
+        assert [_her(g) for g in trajs[i]] == [_her(g) for g in expert.trajectory]
+        assert mses[i] == expert.get_final_mse()
+    assert sr.neural.stats["calls"] == 0 and sr.neural.stats["proposals"] == 0  # and no model work was done
 
 
 def test_well_formed_pct_is_not_zero_without_neural_proposals(tiny_checkpoint, problems3):
     X_list, y_list = problems3
     sr = BatchedNeuralSR(tiny_checkpoint, population_size=6, num_generations=3, beta=1.0, seed=3, early_stop=False)
     _, _, trajs = sr.batched_fit(X_list, y_list)
-    st = trajs[0]["stats"]
-    assert st.get("neural_proposals", 0) == 0
-    wf = st.get("well_formed_pct")
-    assert wf is None or not wf < 100.0  # no proposal was malformed
+    assert set(_child_ops(trajs)) <= {"crossover", "mutation"}
+    for t in trajs:  # nothing was proposed by the model: no percentage at all (not 0%, not 100%)
+        st = t["stats"]
+        assert st.get("neural_proposals", 0) == 0 and st.get("well_formed", 0) == 0
+        assert "well_formed_pct" not in st
+    assert sr.neural.stats["proposals"] == 0
+    from nsr.evaluation import summarize
+
+    rows = [{"solved": False, "train_mse": 1.0, "time": 0.0, "well_formed_pct": t["stats"].get("well_formed_pct")}
+            for t in trajs]
+    assert summarize(rows)["well_formed_pct"] is None  # and reports do not average in a 0
 
 
 def test_mixed_proposer_share_follows_beta(tiny_checkpoint):
@@ -306,10 +356,11 @@ def test_mixed_proposer_share_follows_beta(tiny_checkpoint):
         assert set(prop.operators[expert].tolist()) <= {1, 2}  # crossover, mutation
         for k in range(200):
             assert is_valid(p.primitives.decode(prop.codes[k, : prop.lengths[k]]))
-    with pytest.raises(ValueError):
-        MixedProposer(sr.neural, 1.5)
-    with pytest.raises(InputError, match="beta"):
-        BatchedNeuralSR(tiny_checkpoint, beta=-0.1)
+    for bad in (-0.1, 1.5, float("nan")):  # beta is checked where it is given (SamplingConfig)
+        with pytest.raises(InputError, match="beta"):
+            BatchedNeuralSR(tiny_checkpoint, beta=bad)
+        with pytest.raises(InputError, match="beta"):
+            SamplingConfig(checkpoint=tiny_checkpoint, beta=bad)
 
 
 # ----------------------------------------------------------------------------
@@ -344,7 +395,7 @@ def test_a_constant_the_vocabulary_lacks_is_an_input_error(tiny_checkpoint, prob
 
 
 def test_more_variables_than_the_vocabulary_knows_is_an_input_error(tiny_checkpoint):
-    prims = SimpleNamespace(n_vars=11, operators=("+",), constant_tokens=("1.0",))
+    prims = SimpleNamespace(n_vars=11, operators=("+",), constant_tokens=("1.0",), constant_leaves=("1.0",))
     fake = SimpleNamespace(primitives=prims, problem_id="wide")
     with pytest.raises(InputError, match="problem wide: 11 variables"):
-        NeuralProposer(tiny_checkpoint, device="cpu").check([fake])
+        NeuralProposer(SamplingConfig(checkpoint=tiny_checkpoint, device="cpu")).check([fake])

@@ -11,12 +11,14 @@ import pytest
 import torch
 from neural_helpers import BROKEN_KINDS, BROKEN_WORDS, broken_checkpoint, other_vocab_tokenizer
 
-from nsr.expressions import BINARY_OPERATORS, UNARY_OPERATORS, VARIABLES
+from nsr.config import SamplingConfig
+from nsr.expressions import VARIABLES
 from nsr.model import (PackedPrefixLoss, find_checkpoint, load_checkpoint, make_config, new_model, prefill,
                        resolve_device, run, save_checkpoint, segment_mask, owner_mask, PROMPT, NOBODY, DUMMY)
+from nsr.operators import BINARY, UNARY
+from nsr.prompt import encode_prompt, error_token, generation_token
 from nsr.safe_io import InputError
-from nsr.tokenizer import (ERR_TOKENS, GEN_TOKENS, N_ERR, VOCAB, Vocab, build_hf_tokenizer, error_token,
-                           generation_token, save_tokenizer, vocab_from_hf)
+from nsr.tokenizer import GEN_TOKENS, N_ERR, VOCAB, Vocab, build_hf_tokenizer, vocab_tokens
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +35,7 @@ def test_vocabulary_is_small_and_holds_the_expression_language():
     assert len(v) == len(VOCAB) < 200
     assert len(set(v.tokens)) == len(v.tokens)
     assert sorted(v.ids.values()) == list(range(len(v)))
-    for t in list(BINARY_OPERATORS) + list(UNARY_OPERATORS) + list(VARIABLES) + ["1.0", "<einf>", "<e0>"]:
+    for t in list(BINARY) + list(UNARY) + list(VARIABLES) + ["1.0", "<einf>", "<e0>"]:
         assert t in v.ids, t
     # arities drive the grammar: operators 2/1, leaves 0, structure tokens -1
     assert v.arity[v.ids["+"]] == 2 and v.arity[v.ids["sin"]] == 1
@@ -45,14 +47,15 @@ def test_tokenizer_saves_and_reloads_with_autotokenizer(tmp_path):
     from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
     folder = tmp_path / "tok"
-    path = save_tokenizer(str(folder))
+    build_hf_tokenizer().save_pretrained(str(folder))
+    path = folder / "tokenizer.json"
     assert os.path.exists(path) and os.path.getsize(path) < 50_000  # a word list, not a 50k BPE vocabulary
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     assert isinstance(tok, PreTrainedTokenizerBase)
     v = Vocab()
     assert len(tok) == len(v)
     assert tok.get_vocab() == v.ids
-    assert vocab_from_hf(tok).tokens == v.tokens
+    assert Vocab(vocab_tokens(tok)).tokens == v.tokens
     assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.sep_token) == ("<bos>", "<eos>", "<pad>", "<sep>")
     assert tok.unk_token_id == v.unk
     assert tok.convert_tokens_to_ids(["banana"]) == [v.unk]
@@ -65,14 +68,14 @@ def test_prompt_round_trip_through_the_reloaded_tokenizer(tmp_path):
     tok = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)
     v = Vocab()
     members = [("<e7>", ("+", "x0", "1.0")), ("<e9>", ("x1",)), ("<einf>", ("sin", "/", "x1", "x0"))]
-    ids = v.prompt(2, ["+", "-", "*", "/", "sin"], ["1.0"], 3, members)
+    ids = encode_prompt(v, 2, ["+", "-", "*", "/", "sin"], ["1.0"], 3, members)
     text = " ".join(v.decode(ids))
     assert text == "<bos> <nv2> + - * / sin 1.0 <g3> <pop> <e7> + x0 1.0 <sep> <e9> x1 <sep> <einf> sin / x1 x0 <child>"
     enc = tok(text)["input_ids"]
     assert enc == ids  # no extra special tokens, no splitting of '1.0' or '<e7>'
     assert tok.decode(enc) == text
     assert tok.convert_ids_to_tokens(enc) == text.split()
-    ar = v.prompt(2, ["+"], ["1.0"], 0, members[:1], autoregressive=True)
+    ar = encode_prompt(v, 2, ["+"], ["1.0"], 0, members[:1], autoregressive=True)
     assert v.decode(ar)[-1] == "<children>" and v.decode(ar)[-2:-1] == ["1.0"]
 
 
@@ -111,7 +114,6 @@ def test_error_token_is_relative_to_the_target_scale_and_maps_non_finite_to_einf
     assert error_token(-math.inf, 1.0) == "<einf>"
     assert error_token(1e-13, 1.0) == "<e0>"  # solved
     assert error_token(1e30, 1.0) == f"<e{N_ERR - 1}>"  # huge finite errors clip to the last finite bucket
-    assert ERR_TOKENS[-1] == "<einf>"
 
 
 def test_error_token_of_a_huge_finite_relative_error():
@@ -133,8 +135,10 @@ def test_check_supports_names_what_the_vocabulary_lacks():
         v.check_supports(11, ["+"], ["1.0"])
     with pytest.raises(ValueError, match="7.0"):
         v.check_supports(1, ["+"], ["1.0", "7.0"])
-    with pytest.raises(ValueError, match="tanh"):
-        v.check_supports(1, ["tanh"], ["1.0"])
+    without_sin = Vocab([t for t in VOCAB if t != "sin"])  # e.g. a checkpoint from before an operator existed
+    without_sin.check_supports(3, ["+", "cos"], ["1.0"])
+    with pytest.raises(ValueError, match="sin"):
+        without_sin.check_supports(1, ["+", "sin"], ["1.0"])
 
 
 # ----------------------------------------------------------------------------
@@ -150,7 +154,9 @@ def test_checkpoint_folder_holds_safetensors_config_and_tokenizer(tiny_checkpoin
         cfg = json.load(f)
     assert cfg["vocab_size"] == len(Vocab())
     assert cfg["nsr"]["mode"] == "one_step"
-    assert cfg["model_type"] == "llama" and cfg["hidden_size"] == 64
+    from nsr.model import MODEL_SIZES
+
+    assert cfg["model_type"] == "llama" and cfg["hidden_size"] == MODEL_SIZES["tiny"][0]  # the preset it was made with
     total = sum(os.path.getsize(os.path.join(tiny_checkpoint, f)) for f in files)
     assert total < 20 * 2 ** 20
 
@@ -176,7 +182,7 @@ def test_reloaded_checkpoint_samples_through_the_neural_proposer(tiny_checkpoint
     from neural_helpers import prefix_tokens_of, started_problems
 
     from nsr.expressions import is_valid
-    from nsr.neural_sr import BatchedNeuralSR
+    from nsr.estimators import BatchedNeuralSR
 
     sr = BatchedNeuralSR(tiny_checkpoint, population_size=6, num_generations=2, seed=0)
     X = np.linspace(-1, 1, 12)[:, None]
@@ -184,7 +190,7 @@ def test_reloaded_checkpoint_samples_through_the_neural_proposer(tiny_checkpoint
     (prop,) = sr.neural.propose(problems, 5)
     children = prefix_tokens_of(prop, problems[0])
     assert len(children) == 5 and all(is_valid(c) for c in children)
-    assert sr.neural.ck.mode == "one_step" and sr.neural.ck.path == tiny_checkpoint
+    assert sr.neural.load().mode == "one_step" and sr.neural.load().path == tiny_checkpoint
 
 
 def test_find_checkpoint_takes_the_latest_step_of_a_run_folder(tmp_path, tiny_checkpoint):
@@ -229,8 +235,44 @@ def test_tokenizer_of_another_size_is_reported_as_not_matching_the_model(tmp_pat
     tok = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>").save_pretrained(str(path))
-    with pytest.raises(InputError, match=r"95 tokens but the model expects 93"):
+    with pytest.raises(InputError, match=rf"{len(tokens)} tokens but the model expects {len(Vocab())}"):
         load_checkpoint(str(path), "cpu")
+
+
+def _save_word_tokenizer(folder, tokens):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(str(folder))
+
+
+def test_the_tokenizer_defines_the_ids_another_order_of_known_tokens_loads(tmp_path, tiny_checkpoint):
+    """A checkpoint's vocabulary is its own tokenizer's: known tokens in another order load, with the ids
+    the tokenizer gives them (not the toolkit's default order)."""
+    path = tmp_path / "permuted"
+    shutil.copytree(tiny_checkpoint, path)
+    tokens = list(Vocab().tokens)
+    i, j = tokens.index("x0"), tokens.index("x1")
+    tokens[i], tokens[j] = tokens[j], tokens[i]
+    _save_word_tokenizer(path, tokens)
+    ck = load_checkpoint(str(path), "cpu")
+    assert ck.vocab.tokens == tuple(tokens) or list(ck.vocab.tokens) == tokens
+    assert ck.vocab.ids["x0"] == j and ck.vocab.ids["x1"] == i
+    assert ck.vocab.arity[j] == 0 and ck.vocab.arity[ck.vocab.ids["+"]] == 2
+
+
+def test_a_tokenizer_with_a_token_the_toolkit_does_not_know_is_refused(tmp_path, tiny_checkpoint):
+    path = tmp_path / "unknown_token"
+    shutil.copytree(tiny_checkpoint, path)
+    tokens = list(Vocab().tokens)
+    tokens[tokens.index("x9")] = "x99"  # same size, one token this toolkit cannot read
+    _save_word_tokenizer(path, tokens)
+    with pytest.raises(InputError, match="x99") as e:
+        load_checkpoint(str(path), "cpu")
+    assert str(path) in str(e.value)
 
 
 def test_missing_checkpoint_folder(tmp_path):
@@ -241,11 +283,14 @@ def test_missing_checkpoint_folder(tmp_path):
 def test_autoregressive_mode_mismatch_is_refused(tiny_checkpoint, tiny_ar_checkpoint):
     from nsr.neural import NeuralProposer
 
+    def proposer(ck, **kw):
+        return NeuralProposer(SamplingConfig(checkpoint=ck, device="cpu", **kw))
+
     with pytest.raises(InputError, match="one_step mode"):
-        NeuralProposer(tiny_checkpoint, device="cpu", autoregressive=True).ck
-    with pytest.raises(InputError, match="autoregressive mode"):
-        NeuralProposer(tiny_ar_checkpoint, device="cpu", autoregressive=False).ck
-    assert NeuralProposer(tiny_ar_checkpoint, device="cpu").ck.mode == "autoregressive"
+        proposer(tiny_checkpoint, autoregressive=True).load()
+    # autoregressive=False means "the checkpoint's own mode": an autoregressive checkpoint loads as such
+    assert proposer(tiny_ar_checkpoint, autoregressive=False).load().mode == "autoregressive"
+    assert proposer(tiny_ar_checkpoint).autoregressive and not proposer(tiny_checkpoint).autoregressive
 
 
 def test_missing_and_bad_devices_are_input_errors():
@@ -291,7 +336,7 @@ def _toy_batch(v):
 def test_packed_prefix_loss_equals_separate_sequences(model64):
     """Rows [prompt][child 1][child 2]... give exactly the mean cross-entropy of running
     each prompt+child sequence on its own."""
-    from training.data import pack_batch
+    from nsr.examples import pack_batch
 
     model, v = model64
     prompts, targets = _toy_batch(v)

@@ -1,4 +1,4 @@
-"""Traces -> supervised examples (training/data.py, prepare_data.py) and training/train.py:
+"""Traces -> supervised examples (nsr/examples.py, prepare_data.py) and training/train.py (nsr/trainer.py):
 examples decode back to the trace's expressions, target selection, the split by problem,
 autoregressive targets, DAgger traces, refusal of empty data; a tiny training run lowers
 the loss, writes checkpoint-<step> folders, resumes and fine-tunes."""
@@ -12,12 +12,14 @@ import torch
 from neural_helpers import run_in_process, run_neural_cli
 
 from nsr import safe_io
+from nsr.config import SamplingConfig
+from nsr.examples import (BatchSampler, Examples, convert_files, convert_record, is_validation, load_examples,
+                          pack_batch, save_examples)
 from nsr.expressions import parse
+from nsr.prompt import error_token, generation_token
 from nsr.safe_io import InputError
-from nsr.tokenizer import Vocab, error_token, generation_token
+from nsr.tokenizer import Vocab
 from nsr.traces import load_traces
-from training.data import (BatchSampler, Examples, convert_files, convert_record, is_validation, load_examples,
-                           pack_batch, save_examples)
 from helpers import heritage_lists as _her
 
 
@@ -223,12 +225,11 @@ def test_batch_sampler_is_reproducible_and_respects_weights():
 
 
 def test_dagger_traces_give_neural_states_with_expert_targets(tmp_path, vocab, neural_trace):
-    from nsr.dagger import Relabeler
-
+    from nsr.relabel import Relabeler
 
     obj = load_traces(neural_trace)
-    rl = Relabeler("expert")
-    recs = [rl.relabel_record(r, 0, i) for i, r in enumerate(obj["records"])]
+    rl = Relabeler("expert", seed=0)
+    recs = [rl.relabel_record(r, i) for i, r in enumerate(obj["records"])]
     path = str(tmp_path / "d.pkl.gz")
     safe_io.save(path, "traces", dict(obj["metadata"], dagger=True, original_source="neural_sr"), recs)
     for orig, r in zip(obj["records"], recs):
@@ -315,10 +316,8 @@ def test_train_quiet_writes_nothing_to_stderr(trained):
 
 
 def _val_loss(model, val, vocab):
-    from training.data import BatchSampler
-    from training.train import to_tensors
-
     from nsr.model import PackedPrefixLoss
+    from nsr.trainer import to_tensors
 
     tot, n = 0.0, 0
     with torch.no_grad():
@@ -345,12 +344,12 @@ def test_training_lowers_the_loss(trained, expert_trace, vocab):
 
 
 def test_trained_checkpoint_samples(trained):
-    from nsr.neural_sr import NeuralSR
+    from nsr.estimators import NeuralSR
 
     run_dir, _ = trained
     X = np.linspace(-2, 2, 20)[:, None]
     sr = NeuralSR(str(run_dir), population_size=8, num_generations=3, seed=0).fit(X, X[:, 0] ** 3)
-    assert sr.neural.ck.path == str(run_dir / "checkpoint-30")
+    assert sr.neural.load().path == str(run_dir / "checkpoint-30")
     assert sr.trajectory["stats"]["well_formed_pct"] == 100.0
 
 
@@ -375,11 +374,27 @@ def test_resume_continues_to_more_steps(tmp_path, capsys, trained, expert_trace)
     assert after["history"][-1]["train_loss"] < before["history"][0]["train_loss"]
     with open(out / "run" / "checkpoint-40" / "training_state.json") as f:
         state = json.load(f)
-    assert state["step"] == 40 and state["args"]["traces"] == [expert_trace]  # data settings come from the run
+    assert state["step"] == 40 and state["config"]["traces"] == [expert_trace]  # data settings come from the run
     # nothing to resume is an input error
     proc = run_in_process("training.train", ["--resume", "--steps", 5, "--output_dir", out, "--name", "other"]
                           + TRAIN_ARGS, capsys)
     assert proc.returncode == 2 and "nothing to resume" in proc.stderr
+
+
+def test_train_refuses_an_existing_run_without_overwrite_or_resume(tmp_path, capsys, trained, expert_trace):
+    from neural_helpers import snapshot
+
+    out = _copy_run(trained, tmp_path)
+    before = snapshot(out)
+    args = ["--traces", expert_trace, "--steps", 2, "--save_every", 2, "--output_dir", out, "--name", "run"] + TRAIN_ARGS
+    proc = run_in_process("training.train", args, capsys)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "error" in last and "--resume" in last and "--overwrite" in last
+    assert snapshot(out) == before  # the run is untouched
+    proc = run_in_process("training.train", args + ["--overwrite"], capsys)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(out / "run") == ["checkpoint-2"]  # replaced, not mixed with the old checkpoints
 
 
 def test_init_from_fine_tunes_a_checkpoint(tmp_path, capsys, trained, expert_trace):
@@ -420,7 +435,7 @@ def test_autoregressive_training_and_training_from_an_examples_file(tmp_path, ca
     folder = tmp_path / "out" / "ar" / "checkpoint-4"
     with open(folder / "config.json") as f:
         assert json.load(f)["nsr"]["mode"] == "autoregressive"
-    assert NeuralProposer(str(folder), device="cpu").ck.mode == "autoregressive"
+    assert NeuralProposer(SamplingConfig(checkpoint=str(folder), device="cpu")).load().mode == "autoregressive"
     # examples of one mode cannot train the other
     proc = run_in_process("training.train", ["--data", ex, "--mode", "one_step", "--steps", 2, "--output_dir",
                                              tmp_path / "out2", "--name", "x"] + TRAIN_ARGS, capsys)
@@ -432,31 +447,37 @@ def test_autoregressive_training_and_training_from_an_examples_file(tmp_path, ca
 # training prompts are what the proposer sees
 
 
-def _state_prompts(checkpoint, X, y, exprs):
-    """(the proposer's prompt for the initial state, the training conversion's prompt for the same state)."""
-    from nsr.evolution import evolve
-    from nsr.neural_sr import BatchedNeuralSR
+def _state_prompts(checkpoint, X, y, exprs, fitness=None):
+    """(the proposer's prompt for the initial state, the training conversion's prompt for the same state, the
+    live problem). ``fitness`` replaces the scored fitnesses of that state (float64; the trace records float32)."""
+    from nsr.estimators import BatchedNeuralSR
     from nsr.proposers import ExpertProposer
     from nsr.traces import trace_record
 
     sr = BatchedNeuralSR(checkpoint, population_size=len(exprs), num_generations=2, early_stop=False, seed=0)
 
-    def init(p):
+    def start(p):
         codes = np.zeros((len(exprs), 25), np.int16)
         lengths = np.zeros(len(exprs), np.int64)
         for i, e in enumerate(exprs):
             t = parse(e)
             codes[i, : len(t)] = p.primitives.encode(t)
             lengths[i] = len(t)
-        return codes, lengths
+        p.start(codes, lengths)
+        if fitness is not None:
+            p.fitness = np.asarray(fitness, dtype=np.float64)
+            p.generations[0]["fitnesses"] = p.fitness.astype(np.float32)  # what the trace records
+        return p
 
     (p,) = sr.make_problems([X], [y])
-    p.start(*init(p))
+    start(p)
     inference = sr.neural.prompt(p, sr.neural.members(p))
-    (q,) = sr.make_problems([X], [y])
-    evolve([q], ExpertProposer(), init)
-    rec = trace_record(q, {"id": 0, "expression": "t"}, 0, {}, 0.0, "neural_sr")
-    training = list(next(iter(convert_record(rec, sr.neural.ck.vocab, "one_step", "all")))[0])
+    (q,) = sr.make_problems([X], [y])  # an expert run from the same state, recorded as a trace
+    start(q)
+    q.advance(ExpertProposer.propose_one(q, len(exprs) - 1))
+    assert q.done and len(q.generations) == 2
+    rec = trace_record(q, {"id": 0, "expression": "t"}, 0, 0, 0.0, "neural_sr")
+    training = list(next(iter(convert_record(rec, sr.neural.load().vocab, "one_step", "all")))[0])
     return inference, training, p
 
 
@@ -468,10 +489,16 @@ def test_training_prompt_equals_the_proposers_prompt(tiny_checkpoint):
 
 
 def test_training_prompt_equals_the_proposers_prompt_for_near_ties(tiny_checkpoint):
+    """Two members whose float64 fitnesses differ but whose float32 fitnesses (what traces record) are equal:
+    both sides rank on float32 with a stable sort, so the prompts agree (a float64 ranking would swap them)."""
     X = np.random.default_rng(17).uniform(-2, 2, (20, 2))
     y = 3 * X[:, 0] - X[:, 1]
-    inference, training, p = _state_prompts(tiny_checkpoint, X, y, ["(x0 * (x0 * x1))", "((x0 * x0) * x1)", "x0"])
-    f = p.fitness
-    if not (f[0] < f[1] and np.float32(f[0]) == np.float32(f[1])):
-        pytest.skip("no float32 tie with a float64 order in this build's kernels")
+    fitness = [-0.5, -0.5 + 1e-12, -2.0]  # the state is set, not searched for: the tie always exists
+    assert fitness[0] < fitness[1] and np.float32(fitness[0]) == np.float32(fitness[1])
+    inference, training, p = _state_prompts(tiny_checkpoint, X, y, ["(x0 * (x0 * x1))", "((x0 * x0) * x1)", "x0"],
+                                            fitness=fitness)
+    from nsr.prompt import rank_members
+
+    assert int(np.argmax(p.fitness)) == 1  # float64 puts member 1 first (it is the elite) ...
+    assert rank_members(p.fitness, list(range(3)), 32) == [0, 1, 2]  # ... the prompt, on float32, member 0
     assert training == inference

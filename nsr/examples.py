@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nsr import safe_io
-from nsr.expressions import ExpressionError, parse_cached
-from nsr.safe_io import InputError
-from nsr.tokenizer import Vocab, error_token
-from nsr.traces import load_traces, parents
+from . import safe_io
+from .expressions import ExpressionError, parse_cached
+from .prompt import encode_prompt, encode_target, error_token, rank_members
+from .safe_io import InputError
+from .tokenizer import Vocab
+from .traces import load_traces, parents, record_config
 
 TARGET_MODES = ("all", "ancestors", "improved")
 MODES = ("one_step", "autoregressive")
@@ -113,21 +114,10 @@ def _parse(text):
 
 
 def state_members(gen, scale, parse_fn, max_members):
-    """Unique (error token, tokens) pairs, best fitness first, as the proposer sees them."""
-    fit = np.asarray(gen["fitnesses"], dtype=np.float64)
-    mses = gen.get("mses")
-    order = np.argsort(-fit, kind="stable")
-    seen, out = set(), []
-    for i in order.tolist():
-        text = gen["expressions"][i]
-        if text in seen:
-            continue
-        seen.add(text)
-        mse = float(mses[i]) if mses is not None else np.inf if not np.isfinite(fit[i]) else max(-fit[i], 0.0) * scale
-        out.append((error_token(mse, scale), parse_fn(text)))
-        if len(out) >= max_members:
-            break
-    return out
+    """(error token, tokens) pairs of the members shown in the prompt (see :mod:`nsr.prompt`)."""
+    exprs, mses = gen["expressions"], gen["mses"]
+    return [(error_token(float(mses[i]), scale), parse_fn(exprs[i]))
+            for i in rank_members(gen["fitnesses"], exprs, max_members)]
 
 
 def _select(next_gen, prev_gen, ancestors, mode, expert_labels):
@@ -165,14 +155,16 @@ def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_mem
         raise InputError(f"unknown target selection {targets!r} (choose from {', '.join(TARGET_MODES)})")
     if mode == "autoregressive" and targets != "all":
         raise InputError("autoregressive mode predicts whole populations: use --targets all")
-    parse_fn = parse_fn or _parse
-    nv = int(record["num_vars"])
-    ops = list(record.get("binary_operators", [])) + list(record.get("unary_operators", []))
-    consts = [repr(float(c)) for c in record.get("constants", [1.0])]
+    where = f"{source_name}: record {record.get('expression_id')}: "
+    prims = record_config(record, where).primitives(int(record["num_vars"]))
+    nv, ops, consts = prims.n_vars, list(prims.operators), list(prims.constant_leaves)
     try:
         vocab.check_supports(nv, ops, consts)
     except ValueError as e:
-        raise InputError(f"{source_name}: record {record.get('expression_id')}: {e}") from None
+        raise InputError(f"{where}{e}") from None
+    # the model reads and writes skeletons: fitted constants are C (the fitting fills in the values)
+    base_parse = parse_fn or _parse
+    parse_fn = (lambda text: prims.skeleton(base_parse(text))) if prims.fit else base_parse
     y = np.asarray(record["y"], dtype=np.float64)
     var = float(np.var(y))
     scale = var if var > 1e-300 else 1.0
@@ -181,7 +173,6 @@ def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_mem
     gens = traj["generations"]
     dagger = bool(record.get("dagger")) or (gens and "expert_expressions" in gens[0])
     ancestors = traj.get("ancestors_of_best") or [[] for _ in gens]
-    sep, eos = vocab.sep, vocab.eos
     last = len(gens) if dagger else len(gens) - 1
     for g in range(last):
         state = gens[g]
@@ -193,20 +184,10 @@ def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_mem
         if not sel:
             continue
         members = state_members(state, scale, parse_fn, max_members)
-        prompt = vocab.prompt(nv, ops, consts, int(state.get("generation", g)), members,
-                              autoregressive=(mode == "autoregressive"))
+        prompt = encode_prompt(vocab, nv, ops, consts, int(state.get("generation", g)), members,
+                               autoregressive=(mode == "autoregressive"))
         exprs = label_gen["expert_expressions"] if dagger else label_gen["expressions"]
-        child_ids = [vocab.encode_tokens(parse_fn(exprs[i])) for i in sel]
-        if mode == "one_step":
-            tgts = [c + [eos] for c in child_ids]
-        else:
-            seq = []
-            for k, c in enumerate(child_ids):
-                if k:
-                    seq.append(sep)
-                seq += c
-            tgts = [seq + [eos]]
-        yield prompt, tgts, key
+        yield prompt, encode_target(vocab, [parse_fn(exprs[i]) for i in sel], mode == "autoregressive"), key
 
 
 def convert_files(paths, vocab=None, mode="one_step", targets="all", max_members=32, val_fraction=0.05,

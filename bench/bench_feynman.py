@@ -1,0 +1,198 @@
+#!/usr/bin/env python
+"""BasicSR (with fitted constants) against Operon on AI Feynman and Nguyen-1..12 (issue 11).
+
+solve:      both methods on every problem at the same evaluation budget (every model evaluation counts,
+            constant fitting included, as Operon counts them), same training points, one thread each;
+            per run: accuracy solution (R^2 >= 0.99999 on 1000 fresh points), SRBench symbolic solution,
+            evaluations used, time. Runs are spread over --workers processes.
+throughput: individuals per second with constant fitting at the same LM iteration count, same data, one
+            thread (BasicSR also as distinct and model evaluations per second).
+
+    python bench/bench_feynman.py solve --sets feynman nguyen --budget 100000 --json out.json
+    python bench/bench_feynman.py throughput
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+from bench.common import CpuMonitor, code_state, machine  # noqa: E402
+
+SETS = {"feynman": ("feynman_100.pkl.gz", "physics"), "nguyen": ("nguyen_12.pkl.gz", "full")}
+
+
+def load_set(name, limit=None):
+    from nsr.datasets import EXPRESSIONS_DIR, load_expressions
+
+    fname, opset = SETS[name]
+    recs = load_expressions(os.path.join(EXPRESSIONS_DIR, fname))["records"]
+    return [(name, i, r, opset) for i, r in enumerate(recs)][:limit]
+
+
+def training_data(record, points):
+    """The first ``points`` points (Nguyen ships 20-100; every method sees the same ones)."""
+    return record["X"][:points], record["y"][:points]
+
+
+def run_basicsr(X, y, opset, budget, seed, a):
+    from nsr.estimators import BasicSR
+
+    t0 = time.perf_counter()
+    m = BasicSR(population_size=a.basicsr_population, num_generations=10**7, operator_set=opset,
+                constant_fitting=a.basicsr_lm_iterations if a.basicsr_lm_iterations is not None else a.lm_iterations,
+                max_size=a.max_size, max_depth=a.max_depth,
+                tournament_size=a.tournament_size, crossover_prob=a.crossover_prob,
+                point_mutation_prob=a.point_mutation_prob, linear_scaling=not a.no_linear_scaling,
+                max_evaluations=budget, seed=seed).fit(X, y)
+    st = m.problem_.stats
+    return dict(expression=str(m.best_model_), evaluations=int(st["model_evaluations"]),
+                distinct=int(st["evaluations"]), generations=len(m.best_progression), time=time.perf_counter() - t0,
+                train_mse=m.get_final_mse())
+
+
+def run_operon_method(X, y, opset, budget, seed, a):
+    from bench.operon_runner import run_operon
+    from nsr.expressions import format_infix, parse
+
+    r = run_operon(X, y, operators=opset, population_size=a.operon_population, max_evaluations=budget,
+                   lm_iterations=a.lm_iterations, seed=seed, max_length=a.operon_max_length)
+    return dict(expression=format_infix(parse(r["expression"])), evaluations=int(r["evaluations"]),
+                generations=int(r["generations_run"]), time=float(r["time"]), train_mse=float(r["train_mse"]))
+
+
+METHODS = {"basicsr": run_basicsr, "operon": run_operon_method}
+
+
+def one_run(task):
+    """A (method, problem, seed) run, scored: in a worker process (sympy's time limit needs its main thread)."""
+    method, set_name, index, record, opset, seed, a = task
+    from nsr.metrics import accuracy_solution, fresh_r2, symbolic_solution
+
+    X, y = training_data(record, a.points)
+    out = METHODS[method](X, y, opset, a.budget, seed, a)
+    r2 = fresh_r2(out["expression"], record, seed=seed)
+    out.update(method=method, set=set_name, index=index, name=record.get("name", str(index)), seed=seed,
+               target=record["expression"], r2=r2, accuracy=accuracy_solution(r2),
+               symbolic=bool(r2 > 0.5 and symbolic_solution(out["expression"], record["expression"])))
+    return out
+
+
+def solve(a):
+    problems = [p for s in a.sets for p in load_set(s, a.limit)]
+    tasks = [(m, s, i, r, op, seed, a) for seed in a.seeds for (s, i, r, op) in problems for m in a.methods]
+    rows, mon = [], CpuMonitor()
+    with ProcessPoolExecutor(a.workers) as pool:
+        for out in pool.map(one_run, tasks, chunksize=1):
+            rows.append(out)
+            if not a.quiet:
+                print(f"{out['method']:8s} {out['name']:10s} seed {out['seed']} r2 {out['r2']:.6f} "
+                      f"acc {int(out['accuracy'])} sym {int(out['symbolic'])} evals {out['evaluations']} "
+                      f"{out['time']:.1f}s  {out['expression'][:70]}", flush=True)
+    load = mon.stop()
+    summary = []
+    for s in a.sets:
+        for m in a.methods:
+            rs = [r for r in rows if r["set"] == s and r["method"] == m]
+            summary.append(dict(set=s, method=m, runs=len(rs), accuracy=sum(r["accuracy"] for r in rs),
+                                symbolic=sum(r["symbolic"] for r in rs),
+                                median_evaluations=statistics.median(r["evaluations"] for r in rs),
+                                median_time=statistics.median(r["time"] for r in rs),
+                                total_time=sum(r["time"] for r in rs)))
+    print("\n| set | method | runs | accuracy solutions | symbolic solutions | median evaluations | median s/run |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in summary:
+        print(f"| {r['set']} | {r['method']} | {r['runs']} | {r['accuracy']} ({100 * r['accuracy'] / r['runs']:.0f}%) | "
+              f"{r['symbolic']} ({100 * r['symbolic'] / r['runs']:.0f}%) | {r['median_evaluations']:,.0f} | "
+              f"{r['median_time']:.1f} |")
+    print(f"\nother processes used {load['other_cpu']:.1f} CPU-s over {load['wall']:.0f} s")
+    return dict(rows=rows, summary=summary, load=load)
+
+
+def throughput(a):
+    """Individuals per second at the same LM iteration count, on the same data, one thread."""
+    from bench.operon_runner import individuals_per_second
+    from nsr.estimators import BasicSR
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(a.points, 3))
+    cases = [("x0*x1 + x2", "arith", X[:, 0] * X[:, 1] + X[:, 2]),
+             ("1.5*x0*x1 - 0.7*x2", "arith", 1.5 * X[:, 0] * X[:, 1] - 0.7 * X[:, 2]),
+             ("2.3*sin(1.7*x0) + x1", "full", 2.3 * np.sin(1.7 * X[:, 0]) + X[:, 1])]
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    BasicSR(population_size=10, num_generations=3, constant_fitting=a.lm_iterations, seed=0).fit(X, X[:, 0])  # warm
+    rows = []
+    for name, opset, y in cases:
+        for rep in range(a.repeats):
+            t0 = time.perf_counter()
+            m = BasicSR(population_size=a.operon_population, num_generations=a.generations, operator_set=opset,
+                        constant_fitting=a.lm_iterations, early_stop=False, seed=rep).fit(X, y)
+            dt = time.perf_counter() - t0
+            st = m.problem_.stats
+            b = dict(individuals_per_s=a.operon_population * a.generations / dt,
+                     distinct_per_s=st["evaluations"] / dt, model_evaluations_per_s=st["model_evaluations"] / dt)
+            o = individuals_per_second(X, y, operators=opset, lm_iterations=a.lm_iterations,
+                                       population_size=a.operon_population, generations=a.generations, seed=rep)
+            rows.append(dict(case=name, rep=rep, basicsr=b, operon=o))
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"\n| target | BasicSR individuals/s | Operon individuals/s | ratio | BasicSR distinct/s | "
+          f"BasicSR model evaluations/s | Operon evaluations/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, _, _ in cases:
+        rs = [r for r in rows if r["case"] == name]
+        bi = statistics.median(r["basicsr"]["individuals_per_s"] for r in rs)
+        oi = statistics.median(r["operon"]["individuals_per_s"] for r in rs)
+        print(f"| `{name}` | {bi:,.0f} | {oi:,.0f} | **{bi / oi:.1f}x** | "
+              f"{statistics.median(r['basicsr']['distinct_per_s'] for r in rs):,.0f} | "
+              f"{statistics.median(r['basicsr']['model_evaluations_per_s'] for r in rs):,.0f} | "
+              f"{statistics.median(r['operon']['evaluations_per_s'] for r in rs):,.0f} |")
+    return dict(rows=rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("what", choices=["solve", "throughput"])
+    p.add_argument("--sets", nargs="+", choices=sorted(SETS), default=["feynman", "nguyen"])
+    p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["basicsr", "operon"])
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each set")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--budget", type=int, default=100_000, help="model evaluations per run (fitting included)")
+    p.add_argument("--points", type=int, default=500, help="training points (the first N of each record)")
+    p.add_argument("--lm_iterations", type=int, default=10)
+    p.add_argument("--basicsr_population", type=int, default=500)
+    p.add_argument("--operon_population", type=int, default=1000)
+    p.add_argument("--operon_max_length", type=int, default=50)
+    b = p.add_argument_group("BasicSR settings (defaults: tuned on every 5th Feynman equation, 100k evaluations)")
+    b.add_argument("--basicsr_lm_iterations", type=int, default=None, help="default: --lm_iterations")
+    b.add_argument("--max_size", type=int, default=40)
+    b.add_argument("--max_depth", type=int, default=4)
+    b.add_argument("--tournament_size", type=int, default=5)
+    b.add_argument("--crossover_prob", type=float, default=0.9)
+    b.add_argument("--point_mutation_prob", type=float, default=0.5)
+    b.add_argument("--no_linear_scaling", action="store_true", help="turn off BasicSR's linear scaling")
+    p.add_argument("--generations", type=int, default=10, help="throughput: generations per run")
+    p.add_argument("--repeats", type=int, default=3, help="throughput: runs per target")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", default=None)
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    t0 = time.time()
+    out = solve(a) if a.what == "solve" else throughput(a)
+    out.update(args=vars(a), code=code_state(), machine=machine(), wall=time.time() - t0,
+               date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()

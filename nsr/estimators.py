@@ -1,0 +1,233 @@
+"""Scikit-learn style front ends over the one evolution loop.
+
+``BasicSR`` (the expert), ``NeuralSR`` (the model, one problem) and
+``BatchedNeuralSR`` (the model, many problems per model call) take the fields
+of :class:`~nsr.config.EvolutionConfig` (and, for the neural ones,
+:class:`~nsr.config.SamplingConfig`) as keyword parameters; ``get_params`` /
+``set_params`` come from those fields, so an estimator clones as scikit-learn
+expects. A single neural run is a batch of one.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import fields
+
+import numpy as np
+
+from .config import ROLLOUT_DEFAULTS, EvolutionConfig, Rule, SamplingConfig
+from .expressions import Expression
+from .safe_io import InputError
+from .search import Searcher, validate_xy
+from .traces import seed_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CHECKPOINT = os.path.join(ROOT, "training", "checkpoints", "default")
+DEFAULT_AR_CHECKPOINT = os.path.join(ROOT, "training", "checkpoints", "default_ar")
+_SEED = Rule("int", 0, 2**63 - 1, optional=True)
+
+
+class Trajectory:
+    """A run's recorded evolution: iterate it generation by generation, or index it like the trace dict
+    (``traj['generations']``, ``traj['ancestors_of_best']``, ``traj['best_progression']``, ``traj['stats']``)."""
+
+    def __init__(self, d: dict):
+        self._d = d
+
+    def __iter__(self):
+        return iter(self._d["generations"])
+
+    def __len__(self):
+        return len(self._d["generations"])
+
+    def __getitem__(self, key):
+        return self._d["generations"][key] if isinstance(key, (int, slice)) else self._d[key]
+
+    def keys(self):
+        return self._d.keys()
+
+    def to_dict(self) -> dict:
+        return self._d
+
+
+class _Estimator:
+    """Parameters are the fields of ``_configs`` (defaults overridden by ``_defaults``) plus ``seed``."""
+
+    _configs: tuple = (EvolutionConfig,)
+    _defaults: dict = {}
+    _extra: dict = {"seed": None}
+
+    @classmethod
+    def _param_defaults(cls) -> dict:
+        out = {}
+        for c in cls._configs:
+            out.update((f.name, f.default) for f in fields(c))
+        out.update(cls._defaults)
+        out.update(cls._extra)
+        return out
+
+    def __init__(self, **params):
+        defaults = self._param_defaults()
+        unknown = sorted(set(params) - set(defaults))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected parameter(s) {', '.join(unknown)}")
+        for k, v in defaults.items():
+            setattr(self, k, params.get(k, v))
+        self.evolution_config()  # fail at construction, naming the parameter
+        _SEED.check("seed", self.seed)
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        # a real signature, for help() (``checkpoint`` may come first, positionally)
+        P = inspect.Parameter
+        params = [P("self", P.POSITIONAL_OR_KEYWORD)]
+        defaults = cls._param_defaults()
+        if "checkpoint" in defaults:
+            params += [P("checkpoint", P.POSITIONAL_OR_KEYWORD, default=defaults.pop("checkpoint")),
+                       P("model_path", P.KEYWORD_ONLY, default=None)]
+        params += [P(k, P.KEYWORD_ONLY, default=v) for k, v in defaults.items()]
+        if "__init__" in cls.__dict__ or cls.__init__ is _Estimator.__init__:
+            cls.__init__.__signature__ = inspect.Signature(params)
+
+    def get_params(self, deep=True) -> dict:
+        return {k: getattr(self, k) for k in self._param_defaults()}
+
+    def set_params(self, **params):
+        current = self.get_params()
+        current.update(params)
+        type(self).__init__(self, **current)
+        return self
+
+    def _config(self, cls):
+        values = {f.name: getattr(self, f.name) for f in fields(cls)}
+        return cls(**values)
+
+    def evolution_config(self) -> EvolutionConfig:
+        return self._config(EvolutionConfig)
+
+    def searcher(self) -> Searcher:
+        return Searcher(self.evolution_config())
+
+    def _finish(self, problem):
+        self.problem_ = problem
+        self.best_model_ = Expression(problem.best_tokens())
+        self.best_progression = list(problem.best_progression)
+        self.trajectory = Trajectory(problem.trajectory()) if self.collect_trajectory else None
+        self.n_features_in_ = problem.X.shape[1]
+        return self
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim == 1:
+            X = X[:, None]
+        return self.best_model_.evaluate(X)
+
+    def get_final_mse(self) -> float:
+        return float(self.problem_.mse[self.problem_.best_index()])
+
+
+class BasicSR(_Estimator):
+    """The genetic-programming expert.
+
+    >>> model = BasicSR(population_size=50, num_generations=20, seed=0).fit(X, y)
+    >>> print(model.best_model_, model.get_final_mse())
+    """
+
+    def fit(self, X, y, rng=None):
+        searcher = self.searcher()
+        problem = searcher.problem(X, y, rng if rng is not None else np.random.default_rng(self.seed))
+        searcher.run([problem])
+        return self._finish(problem)
+
+
+class BatchedNeuralSR(_Estimator):
+    """``BatchedNeuralSR(checkpoint).batched_fit(X_list, y_list) -> (models, mses, trajectories)``.
+
+    Problem ``i`` of a batch uses the generator ``SeedSequence([seed, i])``; the
+    checkpoint loads once, on first use, and is shared by every later call.
+    ``model_path`` is accepted as another name for ``checkpoint``."""
+
+    _configs = (EvolutionConfig, SamplingConfig)
+    _defaults = {**ROLLOUT_DEFAULTS, "collect_trajectory": True, "checkpoint": DEFAULT_CHECKPOINT}
+    _extra = {"seed": None, "batch_size": None}
+
+    def __init__(self, checkpoint=None, model_path=None, **params):
+        if checkpoint is not None and model_path is not None and checkpoint != model_path:
+            raise InputError("give checkpoint or model_path, not both")
+        chosen = checkpoint if checkpoint is not None else model_path
+        if chosen is not None:
+            params["checkpoint"] = chosen
+        super().__init__(**params)
+        self.sampling_config()
+        self._searcher = None
+
+    def sampling_config(self) -> SamplingConfig:
+        return self._config(SamplingConfig)
+
+    def searcher(self) -> Searcher:
+        """One searcher per configuration: the loaded model is kept across calls."""
+        key = (self.evolution_config(), self.sampling_config())
+        if self._searcher is None or (self._searcher.evolution, self._searcher.sampling) != key:
+            self._searcher = Searcher(*key)
+        return self._searcher
+
+    def load(self):
+        """Load and check the checkpoint now (it would otherwise load on the first fit)."""
+        return self.searcher().load()
+
+    def make_problems(self, X_list, y_list, rngs=None, ids=None):
+        if not isinstance(X_list, (list, tuple)) or not isinstance(y_list, (list, tuple)):
+            raise InputError("X_list and y_list must be lists of arrays")
+        if len(X_list) != len(y_list):
+            raise InputError(f"X_list has {len(X_list)} problems but y_list has {len(y_list)}")
+        if not X_list:
+            raise InputError("empty batch: no problems given")
+        searcher, problems = self.searcher(), []
+        for i, (X, y) in enumerate(zip(X_list, y_list)):
+            rng = rngs[i] if rngs is not None else seed_for(self.seed if self.seed is not None else 0, i)
+            try:
+                problems.append(searcher.problem(X, y, rng, ids[i] if ids is not None else i))
+            except ValueError as e:
+                raise InputError(f"problem {i}: {e}") from None
+        return problems
+
+    def run_problems(self, problems, batch_size=None, progress=None):
+        """Evolve ``problems`` in batches of ``batch_size`` (default: the estimator's, else all at once)."""
+        searcher = self.searcher()
+        size = batch_size or self.batch_size or len(problems)
+        for start in range(0, len(problems), size):
+            searcher.run(problems[start:start + size], progress)
+        return problems
+
+    def batched_fit(self, X_batch=None, y_batch=None, batch_size=None, X_list=None, y_list=None):
+        """Fit every problem; returns ``(final_models, final_mses, trajectories)`` in input order."""
+        X_batch = X_batch if X_batch is not None else X_list
+        y_batch = y_batch if y_batch is not None else y_list
+        problems = self.run_problems(self.make_problems(X_batch, y_batch), batch_size)
+        self.problems_ = problems
+        models = [Expression(p.best_tokens()) for p in problems]
+        mses = [float(p.mse[p.best_index()]) for p in problems]
+        trajectories = [Trajectory(p.trajectory()) for p in problems]
+        return models, mses, trajectories
+
+    @property
+    def neural(self):
+        """The neural proposer (its stats: calls, model time, proposals, well-formed)."""
+        return self.searcher().neural
+
+
+class NeuralSR(BatchedNeuralSR):
+    """Neural SR on one problem: the batch-of-one case, with BasicSR's interface."""
+
+    def fit(self, X, y, rng=None):
+        problems = self.make_problems([X], [y], rngs=[rng] if rng is not None else None)
+        self.run_problems(problems)
+        return self._finish(problems[0])
+
+
+def batched_fit(X_batch, y_batch, checkpoint=DEFAULT_CHECKPOINT, batch_size=None, **params):
+    """One call: ``(final_models, final_mses, trajectories)`` for a list of problems."""
+    return BatchedNeuralSR(checkpoint, **params).batched_fit(X_batch, y_batch, batch_size)
+
+
+__all__ = ["BasicSR", "NeuralSR", "BatchedNeuralSR", "batched_fit", "validate_xy", "Trajectory"]
