@@ -26,6 +26,9 @@ VARIABLES = tuple(f"x{i}" for i in range(MAX_VARIABLES))
 DEFAULT_CONSTANTS = (1.0,)
 
 FIT_TOKEN = "C"  # a fitted constant's placeholder
+# A new fitted constant's starting value: not a round number, so that a fit that leaves it unchanged still reads
+# back from text as a fitted constant (a number outside the constants list), never as a listed constant.
+FIT_INIT = 0.7
 
 # Integer codes for the compiled kernels: operators first (registry order),
 # then variables, the fitted-constant placeholder, then indices into the run's
@@ -525,7 +528,7 @@ class Primitives:
             raise ExpressionError(f"token {shorten(e.args[0], 40)} is not among this run's primitives "
                                   f"({' '.join(self.tokens)})") from None
 
-    def encode_values(self, tokens: Sequence[str], init: float = 1.0):
+    def encode_values(self, tokens: Sequence[str], init: float = FIT_INIT):
         """(codes, fitted values) of an expression: with fitting, numbers outside the constant list
         become ``C`` holding their value (``C`` itself starts at ``init``)."""
         skeleton = self.skeleton(tokens)

@@ -18,11 +18,10 @@ import numba as nb
 import numpy as np
 from numba.core.registry import CPUDispatcher
 
-from .expressions import CONST_CODE0, FIT_CODE, VAR_CODE0
+from .expressions import CONST_CODE0, FIT_CODE, FIT_INIT, VAR_CODE0
 from .operators import ARITY, EXP_CLIP, OPCODE, OPERATORS, PROTECT_EPS
 
 CROSSOVER, MUTATION = 1, 2
-FIT_INIT = 1.0  # a new fitted constant's starting value
 _P_INTERNAL = 0.9  # Koza's bias: crossover points favour internal nodes
 _P_OPERATOR = 0.5  # grow method: chance of an operator where one fits
 
@@ -720,7 +719,8 @@ def random_population(n, rng, max_depth, max_size, op_codes, leaf_codes):
 # numba's on-disk cache keeps module globals (the opcode tables above) as they were at compile time: if the
 # registry changed since, recompile everything instead of running stale machine code.
 
-_FINGERPRINT = zlib.crc32(repr([(op.name, op.arity) for op in OPERATORS] + [VAR_CODE0, CONST_CODE0]).encode())
+_FINGERPRINT = zlib.crc32(repr([(op.name, op.arity) for op in OPERATORS]
+                               + [VAR_CODE0, FIT_CODE, CONST_CODE0, FIT_INIT, EXP_CLIP, PROTECT_EPS]).encode())
 
 
 @_jit
