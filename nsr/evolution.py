@@ -97,10 +97,7 @@ class Problem:
                                              self.config.linear_scaling)
         self.stats["evaluations"] += n_new
         self.stats["model_evaluations"] += n_evals
-        with np.errstate(invalid="ignore", over="ignore"):
-            fit = -mse / self.scale - self.config.parsimony * lengths
-        fit[~np.isfinite(mse)] = -np.inf
-        return hashes, mse, fit
+        return hashes, mse, kernels.fitness_of(mse, lengths, self.scale, self.config.parsimony)
 
     def start(self, codes, lengths, cvals=None):
         """Set and score the initial population (generation 0)."""
@@ -121,20 +118,13 @@ class Problem:
 
     def advance(self, proposal: Proposal):
         elite = int(np.argmax(self.fitness))
-        width = max(self.codes.shape[1], proposal.codes.shape[1])
-        new = np.zeros((1 + len(proposal.lengths), width), dtype=np.int16)
-        new[0, : self.codes.shape[1]] = self.codes[elite]
-        new[1:, : proposal.codes.shape[1]] = proposal.codes
-        cvals = np.zeros(new.shape)
-        cvals[0, : self.codes.shape[1]] = self.cvals[elite]
-        if proposal.cvals is not None:
-            cvals[1:, : proposal.cvals.shape[1]] = proposal.cvals
-        lengths = np.concatenate(([self.lengths[elite]], proposal.lengths)).astype(np.int64)
-        ab = np.empty((len(lengths), 2))
-        ab[0] = self.ab[elite]
-        hashes, mse, fit = self.score(new[1:], lengths[1:], cvals[1:], ab[1:])
-        elite_hash = kernels.hash_rows(new[:1], lengths[:1])
-        self.codes, self.lengths, self.cvals, self.ab = new, lengths, cvals, ab
+        pcvals = proposal.cvals if proposal.cvals is not None else np.zeros(proposal.codes.shape)
+        codes, lengths, cvals, ab = kernels.next_generation(self.codes, self.lengths, self.cvals, self.ab, elite,
+                                                             proposal.codes, np.asarray(proposal.lengths, np.int64),
+                                                             pcvals)
+        hashes, mse, fit = self.score(codes[1:], lengths[1:], cvals[1:], ab[1:])
+        elite_hash = kernels.hash_rows(codes[:1], lengths[:1])
+        self.codes, self.lengths, self.cvals, self.ab = codes, lengths, cvals, ab
         self.mse = np.concatenate(([self.mse[elite]], mse))
         self.fitness = np.concatenate(([self.fitness[elite]], fit))
         parents = np.concatenate(([[elite, -1]], proposal.parents)).astype(np.int64)
@@ -150,7 +140,7 @@ class Problem:
         self.best_progression.append(best_mse)
         self.parents_history.append(parents)
         if cfg.collect_trajectory:
-            exprs = [self._format(h, i) for i, h in enumerate(hashes.tolist())]
+            exprs = self._format_all(hashes.tolist())
             with np.errstate(over="ignore"):  # beyond float32 range becomes inf, as it should
                 fit32, mse32 = self.fitness.astype(np.float32), self.mse.astype(np.float32)
             self.generations.append({
@@ -175,12 +165,15 @@ class Problem:
             self.done = True
             self.stats["wall_time"] = time.perf_counter() - self._t0
 
-    def _format(self, h, i):
-        s = self._infix.get(h)
-        if s is None:
-            s = format_infix(self.tokens(i))
-            self._infix[h] = s
-        return s
+    def _format_all(self, hashes) -> list:
+        """Infix text of every individual: each distinct skeleton formatted once per run (its fitted values are
+        the cache's, so equal skeletons print equal), new ones in one compiled pass."""
+        infix = self._infix
+        new = [i for i, h in enumerate(hashes) if h not in infix]
+        if new:
+            for i, text in zip(new, self.primitives.format_many(self.codes, self.lengths, new, self.cvals)):
+                infix.setdefault(hashes[i], text)
+        return [infix[h] for h in hashes]
 
     # -- results ---------------------------------------------------------------
     def best_index(self) -> int:
@@ -189,9 +182,7 @@ class Problem:
         Parsimony steers selection, but a short near-miss must not hide an exact
         formula: the reported best, early stopping and ``ancestors_of_best`` go
         by the error alone, as gplearn reports its program."""
-        m = self.mse.min()
-        cand = np.flatnonzero(self.mse == m)
-        return int(cand[np.argmax(self.fitness[cand])]) if len(cand) > 1 else int(cand[0])
+        return int(kernels.best_index(self.mse, self.fitness))
 
     def tokens(self, i) -> tuple:
         """Individual ``i``'s tokens, its fitted constants shown as numbers."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import safe_io
 from .expressions import ExpressionError, parse_cached
-from .prompt import encode_prompt, encode_target, error_token, rank_members
+from .prompt import StateEncoder, encode_target, rank_members
 from .safe_io import InputError
 from .tokenizer import Vocab
 from .traces import load_traces, parents, record_config
@@ -113,11 +113,19 @@ def _parse(text):
         raise InputError(f"unparseable expression in trace: {e}") from None
 
 
-def state_members(gen, scale, parse_fn, max_members):
-    """(error token, tokens) pairs of the members shown in the prompt (see :mod:`nsr.prompt`)."""
+def state_prompt(encoder: StateEncoder, prims, gen, generation, scale, parse_fn, max_members, autoregressive):
+    """Prompt ids of a recorded state: its members ranked by their text, encoded like a live population."""
     exprs, mses = gen["expressions"], gen["mses"]
-    return [(error_token(float(mses[i]), scale), parse_fn(exprs[i]))
-            for i in rank_members(gen["fitnesses"], exprs, max_members)]
+    shown = rank_members(gen["fitnesses"], exprs, max_members)
+    toks = [parse_fn(exprs[i]) for i in shown]
+    codes = np.zeros((len(toks), max((len(t) for t in toks), default=1)), dtype=np.int16)
+    try:
+        for k, t in enumerate(toks):
+            codes[k, : len(t)] = prims.encode(t)
+    except ExpressionError as e:
+        raise InputError(f"recorded member outside the record's primitives: {e}") from None
+    return encoder.encode_members(prims, generation, codes, [len(t) for t in toks],
+                                  np.asarray(mses, dtype=np.float64)[shown], scale, autoregressive)
 
 
 def _select(next_gen, prev_gen, ancestors, mode, expert_labels):
@@ -147,7 +155,7 @@ def _select(next_gen, prev_gen, ancestors, mode, expert_labels):
 
 
 def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_members=32, parse_fn=None,
-                   source_name=""):
+                   source_name="", encoder: StateEncoder = None):
     """Yield (prompt ids, [target ids], problem key) for every state of one trace record."""
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
@@ -157,6 +165,7 @@ def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_mem
         raise InputError("autoregressive mode predicts whole populations: use --targets all")
     where = f"{source_name}: record {record.get('expression_id')}: "
     prims = record_config(record, where).primitives(int(record["num_vars"]))
+    encoder = encoder or StateEncoder(vocab)
     nv, ops, consts = prims.n_vars, list(prims.operators), list(prims.constant_leaves)
     try:
         vocab.check_supports(nv, ops, consts)
@@ -183,9 +192,8 @@ def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_mem
                       "all" if (dagger and targets == "ancestors") else targets, dagger)
         if not sel:
             continue
-        members = state_members(state, scale, parse_fn, max_members)
-        prompt = encode_prompt(vocab, nv, ops, consts, int(state.get("generation", g)), members,
-                               autoregressive=(mode == "autoregressive"))
+        prompt = state_prompt(encoder, prims, state, int(state.get("generation", g)), scale, parse_fn, max_members,
+                              mode == "autoregressive").tolist()
         exprs = label_gen["expert_expressions"] if dagger else label_gen["expressions"]
         yield prompt, encode_target(vocab, [parse_fn(exprs[i]) for i in sel], mode == "autoregressive"), key
 
@@ -200,14 +208,14 @@ def convert_files(paths, vocab=None, mode="one_step", targets="all", max_members
     if len(weights) != len(paths):
         raise InputError(f"{len(weights)} weights for {len(paths)} trace files")
     train, val = Examples(), Examples()
-    parse_fn = _parse
+    parse_fn, encoder = _parse, StateEncoder(vocab)
     stats = {"files": [], "records": 0, "states": 0}
     for path, w in zip(paths, weights):
         obj = load_traces(path)
         n0 = len(train) + len(val)
         for r in obj["records"]:
             for prompt, tgts, key in convert_record(r, vocab, mode, targets, max_members, parse_fn,
-                                                    os.path.basename(path)):
+                                                    os.path.basename(path), encoder):
                 (val if is_validation(key, val_fraction) else train).add(prompt, tgts, key, w)
             stats["records"] += 1
             if progress:

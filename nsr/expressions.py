@@ -548,3 +548,68 @@ class Primitives:
 
     def admits(self, tokens: Sequence[str]) -> bool:
         return all(t in self._code for t in tokens)
+
+    def format(self, codes, cvals=None) -> str:
+        """``format_infix(self.decode(codes, cvals))``, straight from codes: traces format every new
+        individual of every generation, so this skips the token tuple and its checks."""
+        table = self._infix_table
+        stack = []
+        for i in range(len(codes) - 1, -1, -1):
+            c = int(codes[i])
+            kind, text = table[c]
+            if kind == 0:
+                if c == FIT_CODE and cvals is not None:
+                    t = repr(float(cvals[i]))
+                    stack.append(f"({t})" if t[0] == "-" else t)
+                else:
+                    stack.append(text)
+            elif kind == 1:
+                stack.append(f"{text}({stack.pop()})")
+            else:
+                left = stack.pop()
+                stack.append(f"({left} {text} {stack.pop()})")
+        return stack[0]
+
+    def format_many(self, codes2d, lengths, rows, cvals2d=None) -> list:
+        """:meth:`format` of the programs ``rows`` of a population, in one compiled pass."""
+        from .kernels import FIT_MARK, format_rows
+
+        tb, start, length = self._format_bytes
+        buf, off = format_rows(codes2d, lengths, np.asarray(rows, dtype=np.int64), tb, start, length)
+        raw = buf.tobytes()
+        out = [raw[off[k]:off[k + 1]].decode("ascii") for k in range(len(rows))]
+        if self.fit and cvals2d is not None:
+            mark = chr(FIT_MARK)
+            for k, r in enumerate(rows):
+                if mark in out[k]:
+                    vals = [cvals2d[r, t] for t in range(lengths[r]) if codes2d[r, t] == FIT_CODE]
+                    parts = out[k].split(mark)
+                    txt = [parts[0]]
+                    for v, rest in zip(vals, parts[1:]):
+                        t = repr(float(v))
+                        txt.append((f"({t})" if t[0] == "-" else t) + rest)
+                    out[k] = "".join(txt)
+        return out
+
+    @functools.cached_property
+    def _format_bytes(self):
+        """Each code's text as one byte buffer with starts and lengths (for the compiled formatter)."""
+        table = self._infix_table
+        size = max(table) + 1
+        start, length = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+        chunks, pos = [], 0
+        for c in range(size):
+            text = table[c][1].encode("ascii") if c in table else b""
+            start[c], length[c] = pos, len(text)
+            chunks.append(text)
+            pos += len(text)
+        return np.frombuffer(b"".join(chunks) or b"\0", dtype=np.uint8).copy(), start, length
+
+    @functools.cached_property
+    def _infix_table(self) -> dict:
+        """code -> (arity, text): leaves as they print (negative constants in parentheses), operators by name."""
+        out = {}
+        for code, tok in self._token.items():
+            a = ARITY.get(tok, 0)
+            out[code] = (a, f"({tok})" if a == 0 and tok[0] == "-" else tok)
+        return out

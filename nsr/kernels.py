@@ -363,17 +363,23 @@ def fit_constants(codes, length, Xt, y, consts, cvals, iterations, stack, tstack
     return best, evals
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def span_hash(codes, s, e):
+    """64-bit FNV-1a hash of ``codes[s:e]`` (and its length)."""
+    h = np.uint64(14695981039346656037)
+    for i in range(s, e):
+        h = (h ^ np.uint64(codes[i] + 1)) * np.uint64(1099511628211)
+    return h ^ np.uint64(e - s)
+
+
 @_jit
 def hash_rows(codes2d, lengths):
-    """64-bit FNV-1a hash of each program's codes (the fitness-cache key: fitted constants are keyed by
-    their skeleton, so an identical skeleton is fitted once per run)."""
+    """Each program's :func:`span_hash` (the fitness-cache key: fitted constants are keyed by their
+    skeleton, so an identical skeleton is fitted once per run)."""
     n = codes2d.shape[0]
     out = np.empty(n, dtype=np.uint64)
     for p in range(n):
-        h = np.uint64(14695981039346656037)
-        for i in range(lengths[p]):
-            h = (h ^ np.uint64(codes2d[p, i] + 1)) * np.uint64(1099511628211)
-        out[p] = h ^ np.uint64(lengths[p])
+        out[p] = span_hash(codes2d[p], 0, lengths[p])
     return out
 
 
@@ -733,3 +739,132 @@ if _compiled_fingerprint() != _FINGERPRINT:
         if isinstance(_f, CPUDispatcher):
             _f._cache.flush()
     _compiled_fingerprint.recompile()
+
+
+# ----------------------------------------------------------------------------
+# population bookkeeping (one call each instead of a dozen array operations: the loop runs them per problem
+# per generation, thousands of times a second in batched neural runs)
+
+
+@_jit
+def fitness_of(mse, lengths, scale, parsimony):
+    """``-(MSE / var(y)) - parsimony * size``; ``-inf`` where the MSE is not finite."""
+    out = np.empty(mse.shape[0], dtype=np.float64)
+    for i in range(mse.shape[0]):
+        out[i] = (-mse[i]) / scale - parsimony * lengths[i] if np.isfinite(mse[i]) else -np.inf
+    return out
+
+
+@_jit
+def best_index(mse, fitness):
+    """The lowest MSE; ties: the fittest (the first of equals)."""
+    best = 0
+    for i in range(1, mse.shape[0]):
+        if mse[i] < mse[best] or (mse[i] == mse[best] and fitness[i] > fitness[best]):
+            best = i
+    return best
+
+
+@_jit
+def next_generation(codes, lengths, cvals, ab, elite, pcodes, plengths, pcvals):
+    """The new population's arrays: the elite (copied with its constants and scaling) at index 0, then the
+    children; rows as wide as the wider of the two."""
+    n = 1 + plengths.shape[0]
+    width = max(codes.shape[1], pcodes.shape[1])
+    new = np.zeros((n, width), dtype=np.int16)
+    ncv = np.zeros((n, width), dtype=np.float64)
+    nlen = np.empty(n, dtype=np.int64)
+    nab = np.empty((n, 2), dtype=np.float64)
+    for t in range(codes.shape[1]):
+        new[0, t] = codes[elite, t]
+        ncv[0, t] = cvals[elite, t]
+    nlen[0] = lengths[elite]
+    nab[0, 0], nab[0, 1] = ab[elite, 0], ab[elite, 1]
+    for k in range(plengths.shape[0]):
+        for t in range(pcodes.shape[1]):
+            new[k + 1, t] = pcodes[k, t]
+            ncv[k + 1, t] = pcvals[k, t]
+        nlen[k + 1] = plengths[k]
+    return new, nlen, ncv, nab
+
+
+# ----------------------------------------------------------------------------
+# infix text, compiled: traces format every new individual of every generation
+
+
+FIT_MARK = 1  # byte written where a fitted constant's value goes (Python inserts its exact repr)
+
+
+@_jit
+def format_rows(codes2d, lengths, rows, tok_bytes, tok_start, tok_len):
+    """Canonical infix of the programs ``rows`` as one byte buffer and offsets (``nsr.expressions.format_infix``'s
+    text, with a ``FIT_MARK`` byte for each fitted constant). ``tok_bytes[tok_start[c]:+tok_len[c]]`` is code
+    ``c``'s text: a leaf as it prints, an operator by name."""
+    total = 0
+    for r in rows:
+        for t in range(lengths[r]):
+            total += tok_len[codes2d[r, t]] + 6
+    buf = np.empty(total, dtype=np.uint8)
+    offsets = np.empty(rows.shape[0] + 1, dtype=np.int64)
+    ends = np.empty(codes2d.shape[1] + 1, dtype=np.int64)
+    node = np.empty(codes2d.shape[1] + 1, dtype=np.int64)
+    phase = np.empty(codes2d.shape[1] + 1, dtype=np.int64)
+    j = 0
+    for k in range(rows.shape[0]):
+        offsets[k] = j
+        r = rows[k]
+        prog = codes2d[r]
+        subtree_ends(prog, lengths[r], ends)
+        sp = 1
+        node[0], phase[0] = 0, 0
+        while sp > 0:
+            i, ph = node[sp - 1], phase[sp - 1]
+            c = prog[i]
+            a = _arity(c)
+            if a == 0:
+                if c == FIT_CODE:
+                    buf[j] = FIT_MARK
+                    j += 1
+                else:
+                    for q in range(tok_len[c]):
+                        buf[j] = tok_bytes[tok_start[c] + q]
+                        j += 1
+                sp -= 1
+            elif a == 1:
+                if ph == 0:  # name(
+                    for q in range(tok_len[c]):
+                        buf[j] = tok_bytes[tok_start[c] + q]
+                        j += 1
+                    buf[j] = 40
+                    j += 1
+                    phase[sp - 1] = 1
+                    node[sp], phase[sp] = i + 1, 0
+                    sp += 1
+                else:  # )
+                    buf[j] = 41
+                    j += 1
+                    sp -= 1
+            else:
+                if ph == 0:  # (left
+                    buf[j] = 40
+                    j += 1
+                    phase[sp - 1] = 1
+                    node[sp], phase[sp] = i + 1, 0
+                    sp += 1
+                elif ph == 1:  # " op " right
+                    buf[j] = 32
+                    j += 1
+                    for q in range(tok_len[c]):
+                        buf[j] = tok_bytes[tok_start[c] + q]
+                        j += 1
+                    buf[j] = 32
+                    j += 1
+                    phase[sp - 1] = 2
+                    node[sp], phase[sp] = ends[i + 1], 0
+                    sp += 1
+                else:  # )
+                    buf[j] = 41
+                    j += 1
+                    sp -= 1
+    offsets[rows.shape[0]] = j
+    return buf, offsets

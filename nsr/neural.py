@@ -7,12 +7,9 @@ prompt and to itself only (:func:`~nsr.model.owner_mask`), under
 :class:`~nsr.decoding.GrammarMask`. Problems whose children
 are all finished are dropped from the batch as decoding goes on.
 
-Heritage of a neural child (documented in README): the model does not say
-which members it used, so parents are inferred: the first parent is the
-population member (best fitness first) holding the child's largest subtree
-found in the population; the second, if any, holds the largest subtree of
-size >= 2 outside that one, from a different member. A child sharing no
-subtree with the population has no parents.
+Prompts are built from the populations' integer codes (:class:`~nsr.prompt.StateEncoder`) and the
+sampled rows become children in compiled code (:mod:`nsr.children`: validity, inferred parents
+(documented there), warm-started constants), so the CPU side keeps up with a GPU.
 """
 from __future__ import annotations
 
@@ -22,19 +19,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from . import kernels
+from . import children, kernels
 from .config import SamplingConfig
 from .decoding import GrammarMask, sample_from_logits
 from .evolution import NEURAL, Problem, Proposal
-from .expressions import FIT_TOKEN, is_valid, subtrees
+from .expressions import subtrees
 from .model import DUMMY, NOBODY, PROMPT, load_checkpoint, owner_mask, prefill, run
-from .prompt import encode_prompt, error_token, rank_members
+from .prompt import StateEncoder, rank_members
 from .safe_io import InputError
 
 
 def infer_parents(child: tuple, member_subtrees: list) -> list:
-    """Up to two parent indices (see module docstring). ``member_subtrees`` is
-    [(population index, set of subtree tuples)] in best-first order."""
+    """Up to two parent indices of a child given as tokens: the reference :func:`nsr.children.infer` is
+    tested against. ``member_subtrees`` is [(population index, set of subtree tuples)] in best-first order."""
     spans = sorted(subtrees(child), key=lambda se: (se[0] - se[1], se[0]))
     first = None
     for s, e in spans:
@@ -58,36 +55,6 @@ def infer_parents(child: tuple, member_subtrees: list) -> list:
     return [p1]
 
 
-def warm_start(child: tuple, values, members: list, member_values):
-    """Start a proposed child's fitted constants from a member's: each ``C`` inside the largest subtree of
-    the child that some member holds (best member first) takes that member's value at the same place; the
-    rest keep their starting value."""
-    todo = {i for i, t in enumerate(child) if t == FIT_TOKEN}
-    for s, e in sorted(subtrees(child), key=lambda se: (se[0] - se[1], se[0])):
-        inside = [i for i in todo if s <= i < e]
-        if not inside:
-            continue
-        sub = child[s:e]
-        for idx, toks in members:
-            at = _find(toks, sub)
-            if at >= 0:
-                for i in inside:
-                    values[i] = member_values[idx, at + i - s]
-                todo.difference_update(inside)
-                break
-        if not todo:
-            return
-
-
-def _find(seq: tuple, sub: tuple) -> int:
-    """Start of ``sub`` in ``seq`` as a whole subtree (prefix notation: a matching slice is one), or -1."""
-    n = len(sub)
-    for s in range(len(seq) - n + 1):
-        if seq[s:s + n] == sub:
-            return s
-    return -1
-
-
 class NeuralProposer:
     """Samples children from a checkpoint (loaded lazily, once, and shared by every call)."""
 
@@ -96,6 +63,7 @@ class NeuralProposer:
             raise InputError("neural SR needs a checkpoint")
         self.sampling = sampling
         self._ck = None
+        self._encoder = None
         self.stats = {"calls": 0, "model_time": 0.0, "proposals": 0, "well_formed": 0, "rows": 0}
 
     # -- loading ---------------------------------------------------------------
@@ -122,41 +90,36 @@ class NeuralProposer:
                 raise InputError(f"problem {p.problem_id}: {e}") from None
 
     # -- prompts -----------------------------------------------------------------
-    def members(self, p: Problem):
-        """The members shown in the prompt: [(population index, skeleton tokens)] (see :mod:`nsr.prompt`).
+    @property
+    def encoder(self) -> StateEncoder:
+        if self._encoder is None:
+            self._encoder = StateEncoder(self.load().vocab)
+        return self._encoder
+
+    def state(self, p: Problem):
+        """(members shown, prompt ids) of a problem's population (see :mod:`nsr.prompt`).
 
         The model sees skeletons (``C`` for each fitted constant) with their errors: the values are the
         fitting's job, and the error token already says how well the fitted skeleton does."""
-        hashes = kernels.hash_rows(p.codes, p.lengths).tolist()
-        return [(i, p.skeleton(i)) for i in rank_members(p.fitness, hashes, self.load().prompt.max_members)]
-
-    def prompt(self, p: Problem, members) -> list:
-        prims = p.primitives
-        with np.errstate(over="ignore"):  # float32, as traces record it
-            pairs = [(error_token(float(np.float32(p.mse[i])), p.scale), toks) for i, toks in members]
-        return encode_prompt(self.load().vocab, prims.n_vars, prims.operators, prims.constant_leaves,
-                             p.generation, pairs, autoregressive=self.autoregressive)
+        keys = kernels.hash_rows(p.codes, p.lengths).view(np.int64)
+        return self.encoder.encode(p.primitives, p.generation, p.fitness, keys, p.codes, p.lengths, p.mse, p.scale,
+                                   self.load().prompt.max_members, autoregressive=self.autoregressive)
 
     # -- sampling ----------------------------------------------------------------
     def propose(self, problems: Sequence[Problem], n_children) -> list:
         ck = self.load()
         counts = list(n_children) if isinstance(n_children, (list, tuple)) else [int(n_children)] * len(problems)
         max_size = problems[0].config.max_size if problems else 0
-        members = [self.members(p) for p in problems]
-        prompts = [self.prompt(p, m) for p, m in zip(problems, members)]
-        allowed = [ck.vocab.allowed_mask(p.primitives.operators, p.primitives.n_vars,
-                                         p.primitives.constant_leaves) for p in problems]
+        members, prompts = zip(*[self.state(p) for p in problems]) if problems else ((), ())
+        allowed = [ck.vocab.allowed_mask(p.primitives.operators, p.primitives.n_vars, p.primitives.constant_leaves)
+                   for p in problems]
         steps = max_size + 1
         if self.autoregressive:
             uniforms = [p.rng.random(c * steps) for p, c in zip(problems, counts)]
         else:
             uniforms = [p.rng.random((c, steps)) for p, c in zip(problems, counts)]
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            if self.autoregressive:
-                seqs = self._sample_autoregressive(prompts, counts, allowed, max_size, uniforms)
-            else:
-                seqs = self._sample_one_step(prompts, counts, allowed, max_size, uniforms)
+        seqs = self.sample(problems, prompts, counts, allowed, max_size, uniforms)
         if ck.device.type == "cuda":
             torch.cuda.synchronize(ck.device)
         model_time = time.perf_counter() - t0
@@ -165,6 +128,13 @@ class NeuralProposer:
         total = max(sum(counts), 1)
         return [self._to_proposal(p, s, m, c, model_time * c / total)
                 for p, s, m, c in zip(problems, seqs, members, counts)]
+
+    def sample(self, problems, prompts, counts, allowed, max_size, uniforms) -> list:
+        """Token id rows per problem: the model's work (the stand-in below replaces only this)."""
+        with torch.inference_mode():
+            if self.autoregressive:
+                return self._sample_autoregressive(prompts, counts, allowed, max_size, uniforms)
+            return self._sample_one_step(prompts, counts, allowed, max_size, uniforms)
 
     def _sample_step(self, logits, proc, U, rows, t, out):
         """Sample one token for each live row under the grammar mask; record it."""
@@ -276,64 +246,67 @@ class NeuralProposer:
         return result
 
     # -- results -----------------------------------------------------------------
-    def _split(self, seq_rows, count):
-        """Token lists of the proposed expressions (one-step: one row each; AR: split at <sep>)."""
-        v = self.load().vocab
-        exprs = []
-        for row in seq_rows:
-            cur = []
-            for t in row.tolist():
-                if t == v.eos or t == v.pad:
-                    break
-                if t == v.sep:
-                    exprs.append(cur)
-                    cur = []
-                else:
-                    cur.append(t)
-            if cur or not self.autoregressive:
-                exprs.append(cur)
-        exprs = exprs[:count]
-        exprs += [[] for _ in range(count - len(exprs))]  # an unfinished autoregressive row: missing = invalid
-        return exprs
-
     def _to_proposal(self, p: Problem, seq_rows, members, n, model_time) -> Proposal:
-        vocab_tokens = self.load().vocab.tokens
+        v = self.load().vocab
         prims = p.primitives
         max_size = p.config.max_size
         width = max(max_size, p.codes.shape[1])
-        codes = np.zeros((n, width), dtype=np.int16)
-        cvals = np.zeros((n, width))
-        lengths = np.zeros(n, dtype=np.int64)
-        parents = np.full((n, 2), -1, dtype=np.int64)
-        member_subs = [(idx, {toks[s:e] for s, e in subtrees(toks)}) for idx, toks in members]
-        best = p.best_index()
-        valid = 0
-        for k, ids in enumerate(self._split(seq_rows, n)):
-            toks = tuple(vocab_tokens[i] for i in ids)
-            if toks and len(toks) <= max_size and is_valid(toks) and prims.admits(toks):
-                valid += 1
-                codes[k, : len(toks)], cvals[k, : len(toks)] = prims.encode_values(toks)
-                lengths[k] = len(toks)
-                par = infer_parents(toks, member_subs)
-                parents[k, : len(par)] = par
-                if prims.fit and FIT_TOKEN in toks:
-                    warm_start(toks, cvals[k], members, p.cvals)
-            else:  # only reachable unconstrained: fall back to a copy of the best
-                lengths[k] = p.lengths[best]
-                codes[k, : lengths[k]] = p.codes[best, : lengths[k]]
-                cvals[k, : lengths[k]] = p.cvals[best, : lengths[k]]
-                parents[k, 0] = best
+        codes, lengths, valid, parents, cvals = children.to_children(
+            np.asarray(seq_rows, dtype=np.int64), n, v.eos, v.pad, v.sep, max_size, width,
+            self.encoder.code_of_id(prims), p.codes, p.lengths, p.cvals, members, prims.fit)
+        if not valid.all():  # only reachable unconstrained: an invalid proposal becomes a copy of the best
+            best = p.best_index()
+            bad = ~valid
+            codes[bad, : p.codes.shape[1]] = p.codes[best, :width]
+            cvals[bad, : p.cvals.shape[1]] = p.cvals[best, :width]
+            lengths[bad] = p.lengths[best]
+            parents[bad] = (best, -1)
         st = p.stats
         st["model_time"] = st.get("model_time", 0.0) + model_time
         if n == 0:  # every child came from the expert this generation (mixed rollout)
             return Proposal(codes, lengths, parents, np.full(n, NEURAL, dtype=np.int8), cvals)
+        n_valid = int(valid.sum())
         st["neural_proposals"] = st.get("neural_proposals", 0) + n
-        st["well_formed"] = st.get("well_formed", 0) + valid
+        st["well_formed"] = st.get("well_formed", 0) + n_valid
         st["well_formed_pct"] = 100.0 * st["well_formed"] / max(st["neural_proposals"], 1)
         self.stats["proposals"] += n
-        self.stats["well_formed"] += valid
+        self.stats["well_formed"] += n_valid
         return Proposal(codes, lengths, parents, np.full(n, NEURAL, dtype=np.int8), cvals)
 
     def reset_stats(self):
         for k in self.stats:
             self.stats[k] = 0 if k != "model_time" else 0.0
+
+
+class StandInProposer(NeuralProposer):
+    """The neural proposer with the model replaced by grammar-valid random children at zero model cost.
+
+    Everything else runs as for a checkpoint (prompts, decoding the proposals, heritage, scoring,
+    bookkeeping), so a run measures the CPU side of neural SR: what a GPU would wait for."""
+
+    def __init__(self, sampling: SamplingConfig = None):
+        super().__init__(sampling or SamplingConfig(checkpoint="(stand-in)"))
+
+    def load(self):
+        if self._ck is None:
+            from .model import LoadedCheckpoint
+            from .prompt import PromptConfig
+            from .tokenizer import Vocab
+
+            self._ck = LoadedCheckpoint(None, None, Vocab(), "(stand-in)", "one_step", torch.device("cpu"),
+                                        torch.float32, PromptConfig())
+        return self._ck
+
+    def sample(self, problems, prompts, counts, allowed, max_size, uniforms) -> list:
+        v = self.load().vocab
+        out = []
+        for p, c in zip(problems, counts):
+            prims = p.primitives
+            codes, lengths = kernels.random_population(c, p.rng, p.config.max_depth, max_size, prims.op_codes,
+                                                       prims.leaf_codes)
+            rows = np.full((c, max_size + 1), v.pad, dtype=np.int64)
+            rows[:, :max_size] = np.where(np.arange(max_size) < lengths[:, None],
+                                          self.encoder.code_ids(prims)[codes], v.pad)
+            rows[np.arange(c), lengths] = v.eos
+            out.append(rows)
+        return out

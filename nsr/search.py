@@ -44,10 +44,12 @@ def validate_xy(X, y):
 class Searcher:
     """Evolution parameters plus a proposer: expert (no checkpoint), neural, or mixed (``sampling.beta > 0``)."""
 
-    def __init__(self, evolution: EvolutionConfig, sampling: Optional[SamplingConfig] = None):
+    def __init__(self, evolution: EvolutionConfig, sampling: Optional[SamplingConfig] = None, neural=None):
         self.evolution = evolution
+        self._neural = neural  # a ready neural proposer (e.g. the stand-in of nsr.neural), else made from sampling
+        if neural is not None and sampling is None:
+            sampling = neural.sampling
         self.sampling = sampling if sampling is not None and sampling.checkpoint else None
-        self._neural = None
 
     def __getstate__(self):  # sent to worker processes without a loaded model
         return {**self.__dict__, "_neural": None}

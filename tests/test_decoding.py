@@ -27,17 +27,22 @@ def _data(n_vars, seed):
 
 
 def _spy_raw(monkeypatch, proposer):
-    """Record the raw decoded token-id lists (before any fallback for invalid ones) and the rows."""
-    raw, rows = [], []
-    orig = proposer._split
+    """Record the sampled rows and the raw token-id lists they hold (before any fallback for invalid ones)."""
+    from nsr.children import split_rows
 
-    def spy(seq_rows, count):
-        rows.append(np.array(seq_rows))
-        out = orig(seq_rows, count)
-        raw.append(out)
+    raw, rows = [], []
+    orig = proposer.sample
+
+    def spy(problems, prompts, counts, *rest):
+        out = orig(problems, prompts, counts, *rest)
+        v = proposer.load().vocab
+        for seq, c in zip(out, counts):
+            rows.append(np.array(seq))
+            ids, lengths = split_rows(np.asarray(seq, dtype=np.int64), c, v.eos, v.pad, v.sep, 4096)
+            raw.append([ids[k, : lengths[k]].tolist() for k in range(c)])
         return out
 
-    monkeypatch.setattr(proposer, "_split", spy)
+    monkeypatch.setattr(proposer, "sample", spy)
     return raw, rows
 
 

@@ -93,10 +93,9 @@ def test_the_proposer_shows_the_checkpoints_number_of_members(tmp_path, tiny_che
     for ck, shown in ((str(path), 3), (tiny_checkpoint, 10)):
         sr = BatchedNeuralSR(ck, population_size=10, num_generations=2, seed=0, device="cpu")
         (p,) = started_problems(sr, [X], [X[:, 0] ** 3])
-        members = sr.neural.members(p)
+        members, prompt = sr.neural.state(p)
         assert len(members) == min(shown, len(set(map(tuple, (p.tokens(i) for i in range(10))))))
-        prompt = sr.neural.prompt(p, members)
-        assert sr.neural.load().vocab.decode(prompt).count("<sep>") == len(members) - 1
+        assert sr.neural.load().vocab.decode(prompt.tolist()).count("<sep>") == len(members) - 1
     cfg["nsr"]["prompt"] = {"max_members": 0}
     with open(path / "config.json", "w") as f:
         json.dump(cfg, f)

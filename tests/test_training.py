@@ -471,7 +471,7 @@ def _state_prompts(checkpoint, X, y, exprs, fitness=None):
 
     (p,) = sr.make_problems([X], [y])
     start(p)
-    inference = sr.neural.prompt(p, sr.neural.members(p))
+    inference = sr.neural.state(p)[1].tolist()
     (q,) = sr.make_problems([X], [y])  # an expert run from the same state, recorded as a trace
     start(q)
     q.advance(ExpertProposer.propose_one(q, len(exprs) - 1))
