@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from nsr.cli import ArgumentParser, positive_int, run_main
+from nsr.cli import ArgumentParser, configure_threads, positive_int, run_main
 from nsr.config import (FILE_DEFAULTS, ROLLOUT_DEFAULTS, EvolutionConfig, RunConfig, SamplingConfig, add_arguments,
                         from_args)
 from nsr.datasets import DEFAULT_EXPRESSIONS, file_constants, file_operator_set, load_expressions
@@ -33,7 +33,7 @@ def main(argv):
     p.add_argument("--max_expressions", type=positive_int, default=None)
     add_arguments(p.add_argument_group("evolution"), EvolutionConfig, defaults={**ROLLOUT_DEFAULTS, **FILE_DEFAULTS})
     add_arguments(p.add_argument_group("neural SR"), SamplingConfig, defaults={"checkpoint": DEFAULT_CHECKPOINT})
-    add_arguments(p.add_argument_group("run"), RunConfig, only=("seed", "batch_size", "quiet"))
+    add_arguments(p.add_argument_group("run"), RunConfig, only=("seed", "batch_size", "threads", "quiet"))
     args = p.parse_args(argv)
     data = load_expressions(args.expressions_file)
     records = data["records"][: args.max_expressions]
@@ -42,6 +42,7 @@ def main(argv):
                                                                                 args.expressions_file),
                           constants=file_constants(meta, args.constants, args.expressions_file))
     run = from_args(RunConfig, args)
+    configure_threads(run.threads)
     searcher = Searcher(evolution, from_args(SamplingConfig, args))
     ck = searcher.load()  # a bad checkpoint fails before any work
     t0 = time.perf_counter()

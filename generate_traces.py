@@ -11,17 +11,19 @@ Writes ``{output_dir}/gen{N}_{input basename}[_neural[_betaB]][_shard{i}of{n}].p
 import os
 import sys
 
-from nsr.cli import ArgumentParser, parse_shard, positive_int, run_main, run_metadata
+from nsr.cli import ArgumentParser, configure_threads, parse_shard, positive_int, run_main, run_metadata
 from nsr.config import (FILE_DEFAULTS, ROLLOUT_DEFAULTS, EvolutionConfig, RunConfig, SamplingConfig, add_arguments,
                         from_args)
 from nsr.datasets import DEFAULT_EXPRESSIONS, count_label, file_constants, file_operator_set, load_expressions
-from nsr.drivers import file_jobs, write_traces
+from nsr.drivers import file_jobs, merge_traces, run_fingerprint, write_traces
 from nsr.safe_io import InputError
 from nsr.search import Searcher
 
 
 def parse_args(argv):
     p = ArgumentParser(description="Run BasicSR (or neural SR) on an expressions file and save the traces.")
+    p.add_argument("--merge", nargs="+", default=None, metavar=("OUT", "SHARD"),
+                   help="instead of running: merge the shard files SHARD... of one --shard i/n run into OUT")
     p.add_argument("--expressions_file", default=DEFAULT_EXPRESSIONS)
     p.add_argument("--output_dir", default=os.path.join("datasets", "traces"))
     p.add_argument("--output", default=None, help="explicit output path (overrides the derived name)")
@@ -34,6 +36,8 @@ def parse_args(argv):
     add_arguments(p.add_argument_group("neural SR (with --checkpoint)"), SamplingConfig)
     add_arguments(p.add_argument_group("run"), RunConfig)
     args = p.parse_args(argv)
+    if args.merge is not None and len(args.merge) < 2:
+        p.error("--merge needs OUT and at least one shard file")
     if args.checkpoint is None:
         for flag, given in (("--batch_size", args.batch_size is not None), ("--beta", args.beta > 0),
                             ("--autoregressive", args.autoregressive)):
@@ -58,24 +62,35 @@ def default_name(args, sampling) -> str:
 
 def main(argv):
     args = parse_args(argv)
+    if args.merge:
+        out, shards = args.merge[0], args.merge[1:]
+        meta = merge_traces(shards, out, overwrite=args.overwrite)
+        if not args.quiet:
+            print(f"merged {len(shards)} shards: {meta['num_records']} records, solved {meta['solved']}; wrote {out}")
+        return 0
     data = load_expressions(args.expressions_file)
     meta_in = data["metadata"]
     evolution = from_args(EvolutionConfig, args, collect_trajectory=True,
                           operator_set=file_operator_set(meta_in, args.operator_set, args.expressions_file),
                           constants=file_constants(meta_in, args.constants, args.expressions_file))
     sampling, run = from_args(SamplingConfig, args), from_args(RunConfig, args)
+    configure_threads(run.threads)
     indices = list(range(len(data["records"])))[: args.max_expressions]
+    searcher = Searcher(evolution, sampling)
+    run_id = run_fingerprint(searcher, file_jobs([data["records"][i] for i in indices], run.seed, indices))
+    meta = run_metadata(args)
+    meta.update(input_file=os.path.abspath(args.expressions_file), input_metadata=meta_in,
+                expressions_total=len(indices))
     if args.shard:
         i, n = args.shard
         indices = indices[i::n]
+        meta["shard"] = [i, n]
         if not indices:
             raise InputError(f"shard {i}/{n} of {args.expressions_file} holds no expressions")
     output = args.output or os.path.join(args.output_dir, default_name(args, sampling))
-    meta = run_metadata(args)
-    meta.update(input_file=os.path.abspath(args.expressions_file), input_metadata=meta_in)
     jobs = file_jobs([data["records"][i] for i in indices], run.seed, indices)
-    write_traces(Searcher(evolution, sampling), jobs, output, meta, run, resume=args.resume,
-                 overwrite=args.overwrite, inputs=[args.expressions_file])
+    write_traces(searcher, jobs, output, meta, run, resume=args.resume, overwrite=args.overwrite,
+                 inputs=[args.expressions_file], run_id=run_id)
     return 0
 
 

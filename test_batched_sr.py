@@ -12,7 +12,7 @@ both methods; exit status 0 when every neural proposal was well-formed.
 import os
 import sys
 
-from nsr.cli import ArgumentParser, positive_int, run_main
+from nsr.cli import ArgumentParser, configure_threads, positive_int, run_main
 from nsr.config import ROLLOUT_DEFAULTS, EvolutionConfig, RunConfig, SamplingConfig, add_arguments, from_args
 from nsr.datasets import DatasetConfig, generate_dataset, load_expressions
 from nsr.drivers import file_jobs, run_jobs
@@ -30,7 +30,7 @@ def main(argv):
     add_arguments(p.add_argument_group("evolution"), EvolutionConfig, defaults=ROLLOUT_DEFAULTS,
                   only=("population_size", "num_generations", "operator_set", "max_size"))
     add_arguments(p.add_argument_group("neural SR"), SamplingConfig, exclude=("beta",))
-    add_arguments(p.add_argument_group("run"), RunConfig, only=("seed", "batch_size"))
+    add_arguments(p.add_argument_group("run"), RunConfig, only=("seed", "batch_size", "threads"))
     args = p.parse_args(argv)
     checkpoint = args.checkpoint or (DEFAULT_AR_CHECKPOINT if args.autoregressive else DEFAULT_CHECKPOINT)
     if args.expressions_file:
@@ -39,6 +39,7 @@ def main(argv):
         records = generate_dataset(DatasetConfig(operator_set=args.operator_set, num_expressions=args.num_problems,
                                                  seed=10_000 + args.seed))
     evolution, run = from_args(EvolutionConfig, args), from_args(RunConfig, args)
+    configure_threads(run.threads)
     neural = Searcher(evolution, from_args(SamplingConfig, args, checkpoint=checkpoint))
     ck = neural.load()  # loaded once, reported apart from the runs
     jobs = file_jobs(records, run.seed)

@@ -18,6 +18,7 @@ from typing import Callable
 
 from .expressions import ExpressionError
 from .safe_io import InputError
+from .threads import configure_threads
 
 EXIT_BAD_INPUT = 2
 MAX_MESSAGE = 400
@@ -45,8 +46,11 @@ def _one_line(message) -> str:
 
 
 def run_main(main: Callable[[list], int | None], argv=None) -> int:
-    """Call ``main``; bad input becomes one ``error:`` line and exit status 2, signals 130/143."""
+    """Call ``main``; bad input becomes one ``error:`` line and exit status 2, signals 130/143.
+
+    Thread settings are made first (:func:`configure_threads`), before any script imports torch."""
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "nsr"
+    configure_threads()
     old = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         rc = main(sys.argv[1:] if argv is None else argv)

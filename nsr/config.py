@@ -263,8 +263,14 @@ class RunConfig(Config):
                                       Int(1, 100_000, optional=True))
     num_workers: Optional[int] = param(None, "expert processes (default: the cores this process may use)",
                                        Int(1, 4096, optional=True))
+    executor: str = param("local", "where jobs run: this machine's processes, or a Ray cluster (pip install -r "
+                                   "requirements-ray.txt)", Rule("str", choices=("local", "ray")))
+    ray_address: Optional[str] = param(None, "Ray cluster to join (default: start a local one; 'auto': the one "
+                                             "this machine belongs to)", Rule("str", optional=True))
     save_every: float = param(60.0, "seconds between saves of finished results to OUTPUT.partial/",
                               Float(0.0, lo_open=True))
+    threads: Optional[int] = param(None, "CPU threads for the model (default: the cores this process may use)",
+                                   Int(1, 4096, optional=True))
     quiet: bool = param(False, "no progress bar or summary", BOOL)
 
     @property

@@ -32,6 +32,7 @@ from . import safe_io
 from .config import RunConfig
 from .safe_io import InputError
 from .search import Searcher
+from .threads import cores_available
 from .traces import seed_for, storable_data, summary_line, trace_record, validate_traces
 
 
@@ -79,9 +80,17 @@ def _expert_task(payload):
 
 
 def run_jobs(searcher: Searcher, jobs, collect: Callable, batch_size: int = 32, num_workers: int = 1,
-             progress: Optional[Callable] = None) -> Iterator:
-    """Yield ``(job, result)`` as jobs finish; ``progress(n)`` counts finished problems."""
+             progress: Optional[Callable] = None, executor: str = "local", ray_address: Optional[str] = None) -> Iterator:
+    """Yield ``(job, result)`` as jobs finish; ``progress(n)`` counts finished problems.
+
+    ``executor='ray'`` runs them on a Ray cluster (:func:`nsr.cluster.run_jobs_ray`): the same batches and
+    seeds, so the same results."""
     jobs = list(jobs)
+    if executor == "ray":
+        from .cluster import run_jobs_ray
+
+        yield from run_jobs_ray(searcher, jobs, collect, batch_size, progress, ray_address, num_workers)
+        return
     if searcher.sampling is not None:  # neural: in batches sharing one model call per generation
         searcher.load()
         for s in range(0, len(jobs), batch_size):
@@ -101,13 +110,6 @@ def run_jobs(searcher: Searcher, jobs, collect: Callable, batch_size: int = 32, 
     finally:
         if hasattr(results, "close"):  # stop the workers now, not when garbage collected
             results.close()
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------
@@ -294,11 +296,12 @@ def check_output(path: str, overwrite: bool, inputs=()):
 
 
 def write_traces(searcher: Searcher, jobs, output: str, metadata: dict, run: RunConfig, resume=False,
-                 overwrite=False, inputs=()):
+                 overwrite=False, inputs=(), run_id: Optional[str] = None):
     """Run every job and write the traces file; returns (records, metadata).
 
     Interrupted (SIGINT, SIGTERM, an error), it saves what is finished to
-    ``OUTPUT.partial/`` for ``resume`` and re-raises."""
+    ``OUTPUT.partial/`` for ``resume`` and re-raises. ``run_id`` identifies the
+    whole run when ``jobs`` are one shard of it (see :func:`merge_traces`)."""
     check_output(output, overwrite, inputs)
     for j in jobs:  # data a trace cannot store (float32) is refused before any work, not after the run
         storable_data(j.record["X"], j.record["y"], f"expression {j.problem_id}: ")
@@ -310,7 +313,8 @@ def write_traces(searcher: Searcher, jobs, output: str, metadata: dict, run: Run
         print(f"resuming: {len(partial.done)} of {len(jobs)} expressions already done")
     neural = searcher.sampling is not None
     t0 = time.perf_counter()
-    results = run_jobs(searcher, todo, trace_result, run.neural_batch_size, run.num_workers or available_cores())
+    results = run_jobs(searcher, todo, trace_result, run.neural_batch_size, run.num_workers or cores_available(),
+                       executor=run.executor, ray_address=run.ray_address)
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=run.quiet, desc="expressions", unit="expr")
     try:
         for _job, rec in results:
@@ -321,7 +325,10 @@ def write_traces(searcher: Searcher, jobs, output: str, metadata: dict, run: Run
         with _signals_blocked():
             partial.save()  # keep what is finished for --resume
         if partial.done:
-            e.nsr_note = f"{len(partial.done)} finished results are in {partial.path}; rerun with --resume"
+            note = f"{len(partial.done)} finished results are in {partial.path}; rerun with --resume"
+            if isinstance(e, InputError):  # e.g. the Ray cluster went away: one line says both
+                raise type(e)(f"{e}; {note}") from None
+            e.nsr_note = note
         raise
     finally:
         bar.close()
@@ -329,7 +336,8 @@ def write_traces(searcher: Searcher, jobs, output: str, metadata: dict, run: Run
     meta = dict(metadata)
     meta.update(
         source=searcher.source, format_note="one record per expression; see README 'Trace files'",
-        params=searcher.evolution.to_dict(), seed=run.seed, num_records=len(records), fingerprint=fingerprint,
+        params=searcher.evolution.to_dict(), seed=run.seed, num_records=len(records),
+        fingerprint=run_id or fingerprint,
         wall_time=time.perf_counter() - t0, solved=sum(bool(r["solved"]) for r in records))
     if neural:
         from .model import checkpoint_hash
@@ -357,3 +365,40 @@ class _signals_blocked:
 
     def __exit__(self, *exc):
         signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
+
+
+def merge_traces(paths, output: str, overwrite=False) -> dict:
+    """One traces file from the shards of one run (``generate_traces.py --shard i/n``): the records an
+    unsharded run writes, in the same order. The shards must share a run (the same input, parameters and
+    seed: their ``fingerprint``) and together hold every expression of it exactly once."""
+    from .traces import load_traces
+
+    check_output(output, overwrite, paths)
+    shards = [load_traces(p) for p in paths]
+    meta0 = shards[0]["metadata"]
+    for p, sh in zip(paths, shards):
+        m = sh["metadata"]
+        if m.get("fingerprint") != meta0.get("fingerprint") or m.get("source") != meta0.get("source"):
+            raise InputError(f"{p}: is not a shard of the same run as {paths[0]} (another input, parameters or seed)")
+        if not m.get("shard"):
+            raise InputError(f"{p}: is not a shard (no 'shard' in its metadata)")
+    total = meta0.get("expressions_total")
+    seen = {}
+    for p, sh in zip(paths, shards):
+        for r in sh["records"]:
+            i = int(r["index"])
+            if i in seen:
+                raise InputError(f"expression {i} is in both {seen[i][0]} and {p}")
+            seen[i] = (p, r)
+    missing = sorted(set(range(total)) - set(seen)) if isinstance(total, int) else []
+    if missing:
+        raise InputError(f"the shards miss {len(missing)} expression(s) of the run (first: index {missing[0]}); "
+                         f"{len(set(m['metadata']['shard'][1] for m in shards))} shard count(s) given")
+    records = [seen[i][1] for i in sorted(seen)]
+    meta = {k: v for k, v in meta0.items() if k not in ("shard", "command", "parameters", "created", "host")}
+    meta.update(merged_from=[os.path.abspath(p) for p in paths], num_records=len(records),
+                solved=sum(bool(r["solved"]) for r in records),
+                wall_time=sum(float(sh["metadata"].get("wall_time", 0.0)) for sh in shards),
+                command=[sh["metadata"].get("command") for sh in shards])
+    safe_io.save(output, "traces", meta, records, validate=validate_traces)
+    return meta

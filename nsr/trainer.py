@@ -240,8 +240,9 @@ def train(cfg: TrainConfig) -> str:
         check_run_folder(cfg)
         if cfg.overwrite and os.path.isdir(cfg.run_dir):
             shutil.rmtree(cfg.run_dir)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    from .threads import configure_threads
+
+    configure_threads(cfg.num_threads)
     say = print if main_proc and not cfg.quiet else (lambda *a: None)
 
     # model first (a bad --init_from fails before the data is read)
