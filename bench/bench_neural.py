@@ -1,14 +1,19 @@
 #!/usr/bin/env python
-"""Neural SR benchmarks (issues 3 and 4).
+"""Neural SR benchmarks (issues 3, 4 and 12).
 
 quality: NeuralSR (a checkpoint) vs BasicSR on held-out arith problems and Nguyen-1..12 at equal
          population and generations: solve rate (R^2 >= 0.99999 on 1000 fresh points), median final
          training MSE, well-formed %, time per expression.
 speed:   time per expression (population 20, 10 generations, early stop off) at several batch sizes,
          split into model time and CPU-side time (fitness, bookkeeping), and peak memory.
+compare: the expert and any number of checkpoints on the held-out sets of every family, Nguyen-1..12 and
+         Feynman-100 (issue 12): solves per method, the ratio to the expert, paired counts (solved by one
+         and not the other), the median generations to solve on runs both solve, time per expression; a plot.
 
     python bench/bench_neural.py quality --checkpoint training/checkpoints/default --seeds 0 1 2
     python bench/bench_neural.py speed --checkpoint training/checkpoints/default --batch_sizes 1 8 32
+    python bench/bench_neural.py compare --checkpoints default=training/checkpoints/default \
+        dagger=training/checkpoints/dagger --constant_fitting 10 --seeds 0 1 2 3 4 --json out.json --plot out.png
 """
 import argparse
 import json
@@ -17,6 +22,8 @@ import resource
 import statistics
 import sys
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -115,9 +122,91 @@ def speed(args):
     return results
 
 
+COMPARE_SETS = {"arith": "heldout_arith_100_c05", "full": "heldout_full_100_c05", "physics": "heldout_physics_100_c05",
+                "nguyen": "nguyen_12", "feynman": "feynman_100"}
+
+
+def compare(args):
+    """Every method on every set, the same seeds; paired statistics against the expert."""
+    from nsr.datasets import EXPRESSIONS_DIR
+
+    methods = [("expert", None)] + [tuple(c.split("=", 1)) for c in args.checkpoints]
+    rows, results = [], {}
+    for set_name in args.sets:
+        path = os.path.join(EXPRESSIONS_DIR, COMPARE_SETS[set_name] + ".pkl.gz")
+        name, opset, consts, recs = load_set(path, args.heldout_problems if set_name != "feynman" else None)
+        recs = [dict(r, X=r["X"][: args.points], y=r["y"][: args.points]) for r in recs]
+        evo = EvolutionConfig(population_size=args.population_size, num_generations=args.generations[-1],
+                              operator_set=opset, constants=consts, constant_fitting=args.constant_fitting)
+        for method, ck in methods:
+            sampling = SamplingConfig(checkpoint=ck, device=args.device, temperature=args.temperature) if ck else None
+            t0 = time.perf_counter()
+            res = evaluate(Searcher(evo, sampling), recs, args.seeds, args.batch_size,
+                           num_workers=1 if ck else args.expert_workers)
+            results[(set_name, method)] = res
+            s = summarize(res)
+            rows.append({"set": set_name, "method": method, **s, "wall": time.perf_counter() - t0})
+            print(json.dumps(rows[-1]), flush=True)
+    table = []
+    for set_name in args.sets:
+        base = results[(set_name, "expert")]
+        for method, _ in methods:
+            res = results[(set_name, method)]
+            a = {(r["index"], r["seed"]): r for r in res}
+            b = {(r["index"], r["seed"]): r for r in base}
+            both = [k for k in a if a[k]["solved"] and b[k]["solved"]]
+            only_m = sum(a[k]["solved"] and not b[k]["solved"] for k in a)
+            only_e = sum(b[k]["solved"] and not a[k]["solved"] for k in a)
+            gm = statistics.median(a[k]["generations"] for k in both) if both else float("nan")
+            ge = statistics.median(b[k]["generations"] for k in both) if both else float("nan")
+            n_sol, n_base = sum(r["solved"] for r in res), sum(r["solved"] for r in base)
+            table.append(dict(set=set_name, method=method, solved=n_sol, runs=len(res),
+                              ratio=n_sol / n_base if n_base else float("nan"), only_method=only_m, only_expert=only_e,
+                              both=len(both), median_generations=gm, expert_median_generations=ge,
+                              fewer_generations=1 - gm / ge if both and ge else float("nan"),
+                              well_formed=summarize(res)["well_formed_pct"],
+                              s_per_expr=summarize(res)["time_per_expression"]))
+    print("\n| set | method | solved / runs | vs expert | solved only by it / only by the expert | "
+          "median generations to solve (it / expert, runs both solve) | fewer generations | well-formed % | "
+          "s / expression |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for t in table:
+        wf = "-" if t["well_formed"] is None else f"{t['well_formed']:.1f}"
+        print(f"| {t['set']} | {t['method']} | {t['solved']}/{t['runs']} | {t['ratio']:.2f}x | "
+              f"{t['only_method']} / {t['only_expert']} | {t['median_generations']:g} / "
+              f"{t['expert_median_generations']:g} ({t['both']} runs) | {100 * t['fewer_generations']:.0f}% | {wf} | "
+              f"{t['s_per_expr']:.3f} |")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        width = 0.8 / len(methods)
+        for k, (method, _) in enumerate(methods):
+            vals = [next(t for t in table if t["set"] == s and t["method"] == method) for s in args.sets]
+            ax.bar(np.arange(len(args.sets)) + k * width, [v["solved"] / v["runs"] for v in vals], width, label=method)
+        ax.set_xticks(np.arange(len(args.sets)) + width * (len(methods) - 1) / 2, args.sets)
+        ax.set_ylabel("solve rate (R² ≥ 0.99999 on fresh points)")
+        ax.set_title(f"population {args.population_size}, {args.generations[-1]} generations, "
+                     f"{len(args.seeds)} seeds")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+    return dict(rows=rows, table=table, runs={f"{s}/{m}": r for (s, m), r in results.items()})
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["quality", "speed"])
+    p.add_argument("what", choices=["quality", "speed", "compare"])
+    p.add_argument("--checkpoints", nargs="+", default=[f"default={DEFAULT_CHECKPOINT}"],
+                   help="compare: NAME=FOLDER per neural method")
+    p.add_argument("--sets", nargs="+", choices=list(COMPARE_SETS), default=list(COMPARE_SETS))
+    p.add_argument("--constant_fitting", type=int, default=0, help="compare: LM iterations (the expert's setting)")
+    p.add_argument("--points", type=int, default=1000, help="compare: training points per problem (first N)")
+    p.add_argument("--expert_workers", type=int, default=1)
+    p.add_argument("--plot", default=None)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--device", default=None)
     p.add_argument("--population_size", type=int, default=20)
@@ -132,7 +221,7 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args()
-    rows = quality(args) if args.what == "quality" else speed(args)
+    rows = {"quality": quality, "speed": speed, "compare": compare}[args.what](args)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

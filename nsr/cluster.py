@@ -133,3 +133,18 @@ def _finished(ray, ref, by_index, progress):
         progress(len(results))
     for index, result in results:
         yield by_index[index], result
+
+
+def map_ray(fn: Callable, payloads: list, address=None, num_workers=None) -> list:
+    """``[fn(p) for p in payloads]`` as Ray tasks (retried when a worker dies), in order."""
+    ray = connect(address, num_workers)
+    try:
+        task = ray.remote(max_retries=RETRIES, num_cpus=1)(fn)
+        return ray.get([task.remote(p) for p in payloads])
+    except ray.exceptions.RayTaskError as e:
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, BaseException):
+            raise cause from None
+        raise ClusterError(f"a Ray task failed: {str(e).splitlines()[0][:200]}") from None
+    except ray.exceptions.RayError as e:
+        raise ClusterError(f"the Ray cluster failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None

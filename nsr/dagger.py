@@ -39,7 +39,8 @@ REQUIRED = dataclasses.MISSING
 @dataclass(frozen=True)
 class DAggerConfig(Config):
     expert_traces: tuple = param(REQUIRED, "BasicSR traces: the behaviour-cloning data", Rule("paths"))
-    train_expressions: str = param(REQUIRED, "problems for the rollouts", Rule("str"))
+    train_expressions: tuple = param(REQUIRED, "problems for the rollouts: one file per family (each run with "
+                                                "its own operator set and constants)", Rule("paths"))
     eval_expressions: tuple = param(REQUIRED, "held-out problem sets", Rule("paths"))
     name: str = param("dagger", "run name: results go to OUTPUT_DIR/NAME/", Rule("str"))
     output_dir: str = param(os.path.join(ROOT, "training", "dagger_runs"), "folder of runs", Rule("str"))
@@ -48,7 +49,8 @@ class DAggerConfig(Config):
     iterations: int = param(3, "DAgger iterations", Int(1, 1000))
     beta_schedule: Optional[tuple] = param(None, "beta per iteration (default: 0.5 halving each iteration)",
                                            Rule("floats", 0.0, 1.0, optional=True))
-    rollout_problems: int = param(200, "training problems rolled out per iteration", Int(1, 10**8))
+    rollout_problems: int = param(200, "training problems rolled out per iteration (split over the "
+                                       "--train_expressions files)", Int(1, 10**8))
     eval_problems: Optional[int] = param(None, "first N of each eval set", Int(1, 10**8, optional=True))
     eval_seeds: tuple = param((0,), "seeds of the evaluation runs", Rule("ints", 0))
     label: str = param("best_of_k", "expert labels", Rule("str", choices=LABELS))
@@ -63,6 +65,11 @@ class DAggerConfig(Config):
     train_batch_size: int = param(32, "states per training step", Int(1, 1_000_000))
     batch_size: int = param(32, "problems per model call (rollouts and evaluation)", Int(1, 100_000))
     device: Optional[str] = param(None, "torch device", Rule("str", optional=True))
+    executor: str = param("local", "where rollouts and relabeling run (ray: a Ray cluster)",
+                          Rule("str", choices=("local", "ray")))
+    ray_address: Optional[str] = param(None, "Ray cluster to join (default: a local one)", Rule("str", optional=True))
+    num_workers: Optional[int] = param(None, "processes for relabeling (default: the cores this process may use)",
+                                       Int(1, 4096, optional=True))
     seed: int = param(0, "seeds rollouts, labels and training", Int(0, 2**62))
     control: bool = param(False, "also fine-tune a control on the expert traces alone, with the same steps and "
                                  "learning rate each iteration, and evaluate it", BOOL)
@@ -172,20 +179,20 @@ class EvalSet:
 def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional[dict] = None) -> str:
     """Run (or resume) the loop; returns the run folder."""
     from .cli import run_metadata
-    from .datasets import file_constants, file_operator_set, load_expressions
     from .drivers import file_jobs, write_traces
     from .evaluation import evaluate, summarize
     from .model import find_checkpoint
     from .relabel import Relabeler, relabel_file
     from .search import Searcher
     from .traces import load_traces, seed_for
+    from .threads import cores_available
     from .trainer import TrainConfig, train
 
     metadata = metadata or run_metadata()
     # check every input before any work
     for path in cfg.expert_traces:
         load_traces(path)
-    train_data = load_expressions(cfg.train_expressions)
+    train_sets = [EvalSet(p) for p in cfg.train_expressions]
     eval_sets = [EvalSet(p, cfg.eval_problems) for p in cfg.eval_expressions]
     if cfg.init_checkpoint:
         find_checkpoint(cfg.init_checkpoint)
@@ -195,8 +202,7 @@ def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional
     state = RunState(folder, {"dagger": config, "evolution": evolution.to_dict()}, cfg.resume)
     ck_dir = os.path.join(folder, "checkpoints")
     say = (lambda *a: None) if cfg.quiet else print
-    opset = file_operator_set(train_data["metadata"], None, cfg.train_expressions)
-    consts = file_constants(train_data["metadata"], None, cfg.train_expressions)
+    workers = cfg.num_workers or cores_available()
 
     def fine_tune(run_name, steps, traces, weights, init_from=None, lr=None):
         tc = TrainConfig(traces=tuple(traces), trace_weights=tuple(weights), name=run_name, output_dir=ck_dir,
@@ -237,7 +243,7 @@ def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional
         state.mark("eval_0")
     write_outputs(folder, state.data["results"])
 
-    dagger_files = [state.done(f"relabel_{i}") for i in range(1, cfg.iterations + 1) if state.done(f"relabel_{i}")]
+    dagger_files = [f for i in range(1, cfg.iterations + 1) for f in (state.done(f"relabel_{i}") or [])]
     for it in range(1, cfg.iterations + 1):
         beta = cfg.betas[it - 1]
         it_dir = os.path.join(folder, f"iter{it}")
@@ -245,25 +251,36 @@ def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional
         if state.done(f"finetune_{it}"):
             current = state.done(f"finetune_{it}")
         else:
-            rollout = os.path.join(it_dir, "rollout.pkl.gz")
-            if not state.done(f"rollout_{it}"):
-                rng = seed_for(cfg.seed, 1000 + it)  # a fresh subset of training problems per iteration
-                n = min(cfg.rollout_problems, len(train_data["records"]))
-                idx = np.sort(rng.choice(len(train_data["records"]), size=n, replace=False))
-                jobs = file_jobs([train_data["records"][i] for i in idx], cfg.seed + it, indices=idx.tolist())
-                searcher = Searcher(evolution.replace(operator_set=opset, constants=consts, collect_trajectory=True),
-                                    sampling(current, beta))
-                say(f"iteration {it}: rollouts on {n} problems with beta={beta:g} ...")
-                write_traces(searcher, jobs, rollout, metadata,
-                             RunConfig(seed=cfg.seed + it, batch_size=cfg.batch_size, quiet=cfg.quiet),
-                             resume=os.path.exists(rollout + ".partial"), overwrite=True)
-                state.mark(f"rollout_{it}", rollout)
-            labeled = os.path.join(it_dir, "rollout_dagger.pkl.gz")
-            if not state.done(f"relabel_{it}"):
-                relabel_file(rollout, labeled, Relabeler(cfg.label, cfg.k, cfg.seed + it), metadata, overwrite=True,
-                             quiet=cfg.quiet)
+            rollouts = state.done(f"rollout_{it}")
+            if not rollouts:
+                rollouts = []
+                per_set = max(1, cfg.rollout_problems // len(train_sets))
+                for k, ts in enumerate(train_sets):
+                    rng = seed_for(cfg.seed, 1000 * (k + 1) + it)  # a fresh subset of each family per iteration
+                    n = min(per_set, len(ts.records))
+                    idx = np.sort(rng.choice(len(ts.records), size=n, replace=False))
+                    jobs = file_jobs([ts.records[i] for i in idx], cfg.seed + it, indices=idx.tolist())
+                    evo = evolution.replace(operator_set=ts.operator_set, constants=ts.constants,
+                                            collect_trajectory=True)
+                    path = os.path.join(it_dir, f"rollout_{ts.name}.pkl.gz")
+                    say(f"iteration {it}: rollouts on {n} problems of {ts.name} with beta={beta:g} ...")
+                    write_traces(Searcher(evo, sampling(current, beta)), jobs, path, metadata,
+                                 RunConfig(seed=cfg.seed + it, batch_size=cfg.batch_size, quiet=cfg.quiet,
+                                           executor=cfg.executor, ray_address=cfg.ray_address),
+                                 resume=os.path.exists(path + ".partial"), overwrite=True)
+                    rollouts.append(path)
+                state.mark(f"rollout_{it}", rollouts)
+            labeled = state.done(f"relabel_{it}")
+            if not labeled:
+                labeled = []
+                for path in rollouts:
+                    out = path.replace(".pkl.gz", "_dagger.pkl.gz")
+                    relabel_file(path, out, Relabeler(cfg.label, cfg.k, cfg.seed + it), metadata, overwrite=True,
+                                 quiet=cfg.quiet, executor=cfg.executor, num_workers=workers,
+                                 ray_address=cfg.ray_address)
+                    labeled.append(out)
                 state.mark(f"relabel_{it}", labeled)
-                dagger_files.append(labeled)
+                dagger_files.extend(labeled)
             say(f"iteration {it}: fine-tuning on {len(cfg.expert_traces)} expert + {len(dagger_files)} DAgger files ...")
             current = fine_tune(f"iter{it}", cfg.finetune_steps, list(cfg.expert_traces) + dagger_files,
                                 [1.0] * len(cfg.expert_traces) + [cfg.dagger_weight] * len(dagger_files),
@@ -271,7 +288,8 @@ def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional
             state.mark(f"finetune_{it}", current)
         if not state.done(f"eval_{it}"):
             say(f"iteration {it}: evaluating {current} ...")
-            n_states = sum(load_traces(f)["metadata"].get("states", 0) for f in dagger_files[:it])
+            n_states = sum(load_traces(f)["metadata"].get("states", 0) for i in range(1, it + 1)
+                           for f in state.done(f"relabel_{i}") or [])
             rows = evaluate_method(current, it, beta, "neural")
             for r in rows:
                 r["dagger_states"] = n_states

@@ -112,6 +112,27 @@ def run_jobs(searcher: Searcher, jobs, collect: Callable, batch_size: int = 32, 
             results.close()
 
 
+def map_chunks(fn: Callable, payloads, executor: str = "local", num_workers: int = 1,
+               ray_address: Optional[str] = None) -> list:
+    """``[fn(p) for p in payloads]``, in order, spread over worker processes or a Ray cluster (``fn`` must be
+    a module-level function; each payload a picklable chunk of work)."""
+    payloads = list(payloads)
+    if executor == "ray":
+        from .cluster import map_ray
+
+        return map_ray(fn, payloads, ray_address, num_workers)
+    if num_workers <= 1 or len(payloads) <= 1:
+        return [fn(p) for p in payloads]
+    out = dict(WorkerPool(min(num_workers, len(payloads))).imap_unordered(_indexed, ((k, fn, p) for k, p in
+                                                                                       enumerate(payloads))))
+    return [out[k] for k in range(len(payloads))]
+
+
+def _indexed(task):
+    k, fn, payload = task
+    return k, fn(payload)
+
+
 # ----------------------------------------------------------------------------
 # worker processes
 

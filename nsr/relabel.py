@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import safe_io
-from .drivers import check_output
+from .drivers import check_output, map_chunks
 from .evolution import ELITE, OPERATOR_NAMES, Problem
 from .expressions import ExpressionError, format_infix, parse_cached
 from .proposers import ExpertProposer
@@ -115,11 +115,17 @@ class Relabeler:
         return {"label": self.label, "k": self.k, "seed": self.seed}
 
 
-def relabel_file(input_path: str, output: str, relabeler: Relabeler, metadata: dict, force=False, overwrite=False,
-                 quiet=False) -> dict:
-    """Relabel every state of a neural traces file into ``output`` (the input is never modified).
+def _relabel_chunk(payload):
+    relabeler, items, where = payload
+    out = [relabeler.relabel_record(r, i, where=f"{where}: record {i}: ") for i, r in items]
+    return out, relabeler.states
 
-    Returns the new file's metadata."""
+
+def relabel_file(input_path: str, output: str, relabeler: Relabeler, metadata: dict, force=False, overwrite=False,
+                 quiet=False, executor: str = "local", num_workers: int = 1, ray_address=None) -> dict:
+    """Relabel every state of a neural traces file into ``output`` (the input is never modified), in chunks
+    of records over worker processes or Ray tasks (every state has its own random stream, so the labels do
+    not depend on how the work is split). Returns the new file's metadata."""
     check_output(output, overwrite, [input_path])
     data = load_traces(input_path)
     meta = data["metadata"]
@@ -130,8 +136,17 @@ def relabel_file(input_path: str, output: str, relabeler: Relabeler, metadata: d
         raise InputError(f"{input_path}: not a neural SR trace (source {source!r}); relabeling expert traces "
                          f"adds nothing (use --force to do it anyway)")
     t0 = time.perf_counter()
-    records = [relabeler.relabel_record(r, i, where=f"{input_path}: record {i}: ")
-               for i, r in enumerate(tqdm(data["records"], disable=quiet, desc="relabel", unit="traj"))]
+    items = list(enumerate(data["records"]))
+    if executor == "local" and num_workers <= 1:
+        records = [relabeler.relabel_record(r, i, where=f"{input_path}: record {i}: ")
+                   for i, r in tqdm(items, disable=quiet, desc="relabel", unit="traj")]
+    else:
+        size = max(1, len(items) // (4 * max(num_workers, 1)))
+        chunks = [(Relabeler(relabeler.label, relabeler.k, relabeler.seed), items[s:s + size], input_path)
+                  for s in range(0, len(items), size)]
+        done = map_chunks(_relabel_chunk, chunks, executor, num_workers, ray_address)
+        records = [r for recs, _ in done for r in recs]
+        relabeler.states += sum(n for _, n in done)
     elapsed = time.perf_counter() - t0
     new_meta = dict(meta)
     new_meta.update(dagger=True, original_source=source, relabel=metadata, relabel_params=relabeler.params,

@@ -65,6 +65,8 @@ class TrainConfig(Config):
     save_every: int = param(1000, "steps between checkpoints", Int(1, 10**9))
     save_total_limit: int = param(2, "checkpoints kept (newest)", Int(1, 10**6))
     device: Optional[str] = param(None, "cpu, cuda, cuda:1 (default: cuda if available)", Rule("str", optional=True))
+    precision: str = param("auto", "bf16 autocast or fp32 (auto: bf16 on a CUDA device that supports it, else fp32)",
+                           Rule("str", choices=("auto", "bf16", "fp32")))
     num_threads: Optional[int] = param(None, "CPU threads for torch", Int(1, 4096, optional=True))
     seed: int = param(0, "initialisation and batch sampling", Int(0, 2**63 - 1))
     resume: bool = param(False, "continue from the latest checkpoint of --name", BOOL)
@@ -290,10 +292,11 @@ def train(cfg: TrainConfig) -> str:
             rng.bit_generator.state = state["rng_state"][rank]
         say(f"resumed from {resume_from} at step {step}")
     sampler = BatchSampler(train_ex, cfg.batch_size, cfg.children_per_state, rng)
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
+                                           and torch.cuda.is_bf16_supported())
 
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    def autocast():  # bf16 works on CPU too, so the mixed-precision path is tested without a GPU
+        return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
     from .cli import run_metadata
 

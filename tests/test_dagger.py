@@ -1,6 +1,7 @@
 """DAgger: dagger_relabel.py (expert labels for every state a neural rollout visited, best-of-k,
 bad input) and the training/dagger.py loop (one tiny iteration end to end, --resume)."""
 import csv
+import glob
 import json
 import os
 import shutil
@@ -362,10 +363,14 @@ def test_dagger_iteration_data(dagger_run):
     with open(run / "state.json") as f:
         state = json.load(f)
     assert set(state["done"]) == {"bc", "eval_expert", "eval_0", "rollout_1", "relabel_1", "finetune_1", "eval_1"}
-    rollout = load_traces(str(run / "iter1" / "rollout.pkl.gz"))
+    (rollout_path,) = [p for p in glob.glob(str(run / "iter1" / "rollout_*.pkl.gz")) if not p.endswith("_dagger.pkl.gz")]
+    assert state["done"]["rollout_1"] == [rollout_path]
+    rollout = load_traces(rollout_path)
     assert rollout["metadata"]["source"] == "neural_sr" and rollout["metadata"]["sampling_params"]["beta"] == 0.5
     assert len(rollout["records"]) == 2
-    labeled = load_traces(str(run / "iter1" / "rollout_dagger.pkl.gz"))
+    labeled_path = rollout_path.replace(".pkl.gz", "_dagger.pkl.gz")
+    assert state["done"]["relabel_1"] == [labeled_path]
+    labeled = load_traces(labeled_path)
     assert labeled["metadata"]["dagger"] is True and labeled["metadata"]["original_source"] == "neural_sr"
     n_states = sum(len(r["trajectory"]["generations"]) for r in labeled["records"])
     assert labeled["metadata"]["states"] == n_states == int(_results(run)[2]["dagger_states"])
@@ -375,7 +380,7 @@ def test_dagger_iteration_data(dagger_run):
     with open(run / "checkpoints" / "iter1" / "checkpoint-5" / "training_state.json") as f:
         ts = json.load(f)
     assert ts["config"]["init_from"] == state["done"]["bc"]
-    assert ts["config"]["traces"][-1] == str(run / "iter1" / "rollout_dagger.pkl.gz")
+    assert ts["config"]["traces"][-1] == labeled_path
     assert ts["config"]["trace_weights"] == [1.0, 4.0]
 
 
@@ -418,8 +423,12 @@ def _copy_run(tmp_path, dagger_run, drop=()):
     copy = out / "d"
     with open(copy / "state.json") as f:
         state = json.load(f)
-    done = {k: (v.replace(str(run), str(copy)) if isinstance(v, str) else v) for k, v in state["done"].items()
-            if k not in drop}
+    def moved(v):
+        if isinstance(v, list):
+            return [moved(x) for x in v]
+        return v.replace(str(run), str(copy)) if isinstance(v, str) else v
+
+    done = {k: moved(v) for k, v in state["done"].items() if k not in drop}
     dropped_iters = {int(k.split("_")[-1]) for k in drop if k.startswith("eval_")}
     state = {"done": done, "results": [r for r in state["results"] if r["iteration"] not in dropped_iters]}
     with open(copy / "state.json", "w") as f:

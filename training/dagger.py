@@ -19,8 +19,8 @@ from nsr.dagger import DAggerConfig, run_dagger
 def main(argv):
     p = ArgumentParser(description="Iterative DAgger for the neural proposer.")
     add_arguments(p, DAggerConfig)
-    add_arguments(p.add_argument_group("rollouts and evaluation runs"), EvolutionConfig, defaults=ROLLOUT_DEFAULTS,
-                  only=("population_size", "num_generations"))
+    add_arguments(p.add_argument_group("rollouts and evaluation runs (operator set and constants: each file's own)"),
+                  EvolutionConfig, defaults=ROLLOUT_DEFAULTS, exclude=("operator_set", "constants"))
     args = p.parse_args(argv)
     run_dagger(from_args(DAggerConfig, args), from_args(EvolutionConfig, args), run_metadata(args))
     return 0
