@@ -52,7 +52,7 @@ KINDS = ("expressions", "traces")
 # The gzip bomb is refused only once the loader has inflated up to its limit (4 GiB by default: 15-30 s of
 # zlib here), so it gets its own time limit; everything else must finish within --timeout.
 HEAVY_TIMEOUT = 180
-FINE = ("valid", "input_error")
+FINE = ("valid", "input_error", "consumer_refused")
 MAX_MESSAGE = 600  # the path (up to ~100 characters) and a short message
 
 
@@ -105,6 +105,41 @@ def _one(load, kind, path):
         if isinstance(e, KeyboardInterrupt):
             raise
         return {"outcome": "resave_failed", "type": type(e).__name__, "msg": str(e)[:500],
+                "tb": traceback.format_exc()[-5000:]}
+    return _consume(kind, obj)
+
+
+def _consume(kind, obj):
+    """What loads is then used as the toolkit uses it (a short run of the first record; for traces, relabeling
+    and training examples): a consumer may refuse it (InputError), never crash with a traceback."""
+    import traceback
+
+    from nsr import safe_io
+
+    try:
+        recs = obj["records"][:1]
+        if kind == "traces":
+            from nsr.examples import convert_record
+            from nsr.relabel import Relabeler
+            from nsr.tokenizer import Vocab
+
+            for i, r in enumerate(recs):
+                Relabeler("best_of_k", 2, 0).relabel_record(r, i)
+                list(convert_record(r, Vocab(), "one_step", "improved"))
+        else:
+            from nsr.config import EvolutionConfig
+            from nsr.drivers import file_jobs, run_batch
+            from nsr.evaluation import eval_result
+            from nsr.search import Searcher
+
+            evo = EvolutionConfig(population_size=4, num_generations=2, constant_fitting=2)
+            run_batch(Searcher(evo), file_jobs(recs, 0), eval_result)
+    except safe_io.InputError:
+        return {"outcome": "consumer_refused"}
+    except BaseException as e:  # noqa: BLE001
+        if isinstance(e, KeyboardInterrupt):
+            raise
+        return {"outcome": "consumer_exception", "type": type(e).__name__, "msg": str(e)[:500],
                 "tb": traceback.format_exc()[-5000:]}
     return {"outcome": "valid"}
 

@@ -63,6 +63,15 @@ def run_main(main: Callable[[list], int | None], argv=None) -> int:
         note = getattr(e, "nsr_note", None)
         sys.stderr.write(f"{prog}: interrupted by {name}" + (f"; {note}" if note else "; nothing was written") + "\n")
         return code
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed it: stop quietly
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
+    except OSError as e:  # the machine, not the input: a full disk, a vanished folder...
+        sys.stderr.write(f"{prog}: error: {_one_line(e)}\n")
+        return 1
     finally:
         signal.signal(signal.SIGTERM, old)
 

@@ -118,13 +118,18 @@ def run_jobs_ray(searcher, jobs, collect: Callable, batch_size: int, progress, a
             while refs:
                 (done,), refs = ray.wait(refs, num_returns=1)
                 yield from _finished(ray, done, by_index, progress)
-    except ray.exceptions.RayTaskError as e:  # an exception inside a job (bad input...): the job's own error
+    except ray.exceptions.RayError as e:
+        _reraise(ray, e)
+
+
+def _reraise(ray, e):
+    """A job's own exception (bad input...) as itself; a cluster failure as one ClusterError line."""
+    if isinstance(e, ray.exceptions.RayTaskError):
         cause = getattr(e, "cause", None)
         if isinstance(cause, BaseException):
             raise cause from None
         raise ClusterError(f"a Ray task failed: {str(e).splitlines()[0][:200]}") from None
-    except ray.exceptions.RayError as e:
-        raise ClusterError(f"the Ray cluster failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    raise ClusterError(f"the Ray cluster failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
 
 
 def _finished(ray, ref, by_index, progress):
@@ -141,10 +146,5 @@ def map_ray(fn: Callable, payloads: list, address=None, num_workers=None) -> lis
     try:
         task = ray.remote(max_retries=RETRIES, num_cpus=1)(fn)
         return ray.get([task.remote(p) for p in payloads])
-    except ray.exceptions.RayTaskError as e:
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, BaseException):
-            raise cause from None
-        raise ClusterError(f"a Ray task failed: {str(e).splitlines()[0][:200]}") from None
     except ray.exceptions.RayError as e:
-        raise ClusterError(f"the Ray cluster failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        _reraise(ray, e)

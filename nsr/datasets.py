@@ -16,8 +16,8 @@ import numpy as np
 
 from . import safe_io
 from .config import Config, Float, Int, Rule, param
-from .expressions import (ExpressionError, const_token, evaluate, format_infix, parse, resolve_operators,
-                          subtrees, variables_used)
+from .expressions import (ExpressionError, const_token, evaluate, format_infix, parse, parse_cached,
+                          resolve_operators, subtrees, variables_used)
 from .operators import OPERATOR_SETS
 from .safe_io import InputError
 
@@ -90,8 +90,17 @@ def validate_expressions(obj, path):
         if nv != X.shape[1]:
             raise InputError(f"{path}: record {rid}: num_vars is {nv} but X has {X.shape[1]} columns")
         expr = r.get("expression")
-        if expr is not None and not isinstance(expr, str):
-            raise InputError(f"{path}: record {rid}: expression must be a string")
+        if expr is not None:
+            if not isinstance(expr, str):
+                raise InputError(f"{path}: record {rid}: expression must be a string")
+            try:
+                used = variables_used(parse_cached(expr))
+            except ExpressionError as e:
+                raise InputError(f"{path}: record {rid}: its expression does not parse ({e})") from None
+            extra = sorted(v for v in used if int(v[1:]) >= nv)
+            if extra:
+                raise InputError(f"{path}: record {rid}: its expression uses {', '.join(extra)} but X has {nv} "
+                                 f"column(s)")
 
 
 def file_operator_set(meta: dict, override=None, path="") -> str:

@@ -164,7 +164,12 @@ def convert_record(record, vocab: Vocab, mode="one_step", targets="all", max_mem
     if mode == "autoregressive" and targets != "all":
         raise InputError("autoregressive mode predicts whole populations: use --targets all")
     where = f"{source_name}: record {record.get('expression_id')}: "
-    prims = record_config(record, where).primitives(int(record["num_vars"]))
+    try:
+        prims = record_config(record, where).primitives(np.asarray(record["X"]).shape[1])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"{where}bad record ({type(e).__name__}: {str(e)[:100]})") from None
     encoder = encoder or StateEncoder(vocab)
     nv, ops, consts = prims.n_vars, list(prims.operators), list(prims.constant_leaves)
     try:

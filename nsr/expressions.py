@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .operators import ARITY, BINARY, BY_NAME, OPCODE, OPERATOR_SETS, OPERATORS, SPELLINGS, UNARY, apply
+from .safe_io import InputError
 
 MAX_VARIABLES = 10
 VARIABLES = tuple(f"x{i}" for i in range(MAX_VARIABLES))
@@ -43,8 +44,8 @@ MAX_TEXT = 100_000
 MAX_NESTING = 200
 
 
-class ExpressionError(ValueError):
-    """A string or token sequence that is not a valid expression."""
+class ExpressionError(InputError):
+    """A string or token sequence that is not a valid expression (bad input, like every InputError)."""
 
 
 def shorten(text, limit: int = 80) -> str:

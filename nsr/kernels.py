@@ -795,6 +795,13 @@ def next_generation(codes, lengths, cvals, ab, elite, pcodes, plengths, pcvals):
 FIT_MARK = 1  # byte written where a fitted constant's value goes (Python inserts its exact repr)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _emit(buf, j, c, tok_bytes, tok_start, tok_len):
+    for q in range(tok_len[c]):
+        buf[j + q] = tok_bytes[tok_start[c] + q]
+    return j + tok_len[c]
+
+
 @_jit
 def format_rows(codes2d, lengths, rows, tok_bytes, tok_start, tok_len):
     """Canonical infix of the programs ``rows`` as one byte buffer and offsets (``nsr.expressions.format_infix``'s
@@ -817,7 +824,7 @@ def format_rows(codes2d, lengths, rows, tok_bytes, tok_start, tok_len):
         subtree_ends(prog, lengths[r], ends)
         sp = 1
         node[0], phase[0] = 0, 0
-        while sp > 0:
+        while sp > 0:  # in-order walk: (left op right), name(arg), leaves as they print
             i, ph = node[sp - 1], phase[sp - 1]
             c = prog[i]
             a = _arity(c)
@@ -826,45 +833,27 @@ def format_rows(codes2d, lengths, rows, tok_bytes, tok_start, tok_len):
                     buf[j] = FIT_MARK
                     j += 1
                 else:
-                    for q in range(tok_len[c]):
-                        buf[j] = tok_bytes[tok_start[c] + q]
-                        j += 1
+                    j = _emit(buf, j, c, tok_bytes, tok_start, tok_len)
                 sp -= 1
-            elif a == 1:
-                if ph == 0:  # name(
-                    for q in range(tok_len[c]):
-                        buf[j] = tok_bytes[tok_start[c] + q]
-                        j += 1
-                    buf[j] = 40
-                    j += 1
-                    phase[sp - 1] = 1
-                    node[sp], phase[sp] = i + 1, 0
-                    sp += 1
-                else:  # )
-                    buf[j] = 41
-                    j += 1
-                    sp -= 1
+            elif ph == 0:
+                if a == 1:
+                    j = _emit(buf, j, c, tok_bytes, tok_start, tok_len)
+                buf[j] = 40  # (
+                j += 1
+                phase[sp - 1] = 1
+                node[sp], phase[sp] = i + 1, 0
+                sp += 1
+            elif ph == 1 and a == 2:
+                buf[j] = 32
+                j = _emit(buf, j + 1, c, tok_bytes, tok_start, tok_len)
+                buf[j] = 32
+                j += 1
+                phase[sp - 1] = 2
+                node[sp], phase[sp] = ends[i + 1], 0
+                sp += 1
             else:
-                if ph == 0:  # (left
-                    buf[j] = 40
-                    j += 1
-                    phase[sp - 1] = 1
-                    node[sp], phase[sp] = i + 1, 0
-                    sp += 1
-                elif ph == 1:  # " op " right
-                    buf[j] = 32
-                    j += 1
-                    for q in range(tok_len[c]):
-                        buf[j] = tok_bytes[tok_start[c] + q]
-                        j += 1
-                    buf[j] = 32
-                    j += 1
-                    phase[sp - 1] = 2
-                    node[sp], phase[sp] = ends[i + 1], 0
-                    sp += 1
-                else:  # )
-                    buf[j] = 41
-                    j += 1
-                    sp -= 1
+                buf[j] = 41  # )
+                j += 1
+                sp -= 1
     offsets[rows.shape[0]] = j
     return buf, offsets
