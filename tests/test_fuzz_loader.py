@@ -13,5 +13,5 @@ def test_fuzz_slice_has_no_findings(tmp_path):
     problems = [(f["outcome"], f["class"], f["base"], f.get("type"), f.get("msg", "")[:200])
                 for f in summary["finding_list"] if f["outcome"] != "validator_message"]
     assert not problems, problems
-    assert set(summary["totals"]) <= {"valid", "input_error", "validator_message"}
+    assert set(summary["totals"]) <= {"valid", "input_error", "consumer_refused", "validator_message"}
     assert summary["totals"].get("valid", 0) > 100 and summary["totals"].get("input_error", 0) > 1000
