@@ -49,9 +49,11 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None):
     if address and not ray.is_initialized() and not _reachable(address):
         raise ClusterError(f"no Ray cluster answers at {address}")
     if not ray.is_initialized():
+        # one model thread per CPU slot, idle OpenMP threads asleep (the driver's own settings must not leak in)
+        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
         try:
             ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+                     log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env})
         except Exception as e:  # ray raises ConnectionError, ValueError, RuntimeError... for a bad address
             raise ClusterError(f"cannot start or join a Ray cluster at {address or 'a new local one'}: "
                                f"{str(e).splitlines()[0][:200]}") from None

@@ -337,7 +337,3 @@ def from_args(cls, args, **overrides):
     values.update(overrides)
     values = {k: v for k, v in values.items() if v is not None or k in overrides}
     return cls(**values)
-
-
-def field_names(cls) -> tuple:
-    return tuple(f.name for f in fields(cls))

@@ -240,8 +240,8 @@ class WorkerPool:
 def run_fingerprint(searcher: Searcher, jobs) -> str:
     """Identifies a run's parameters and data: a partial store only resumes the run that made it."""
     h = hashlib.sha256(repr(sorted(searcher.evolution.to_dict().items())).encode())
-    if searcher.sampling is not None:
-        h.update(repr(sorted(searcher.sampling.to_dict().items())).encode())
+    if searcher.sampling is not None:  # not the device: a run may resume on other hardware
+        h.update(repr(sorted((k, v) for k, v in searcher.sampling.to_dict().items() if k != "device")).encode())
     for j in jobs:
         h.update(f"{j.index}:{j.seed}".encode())
         h.update(j.record["X"].tobytes())
@@ -326,7 +326,10 @@ def write_traces(searcher: Searcher, jobs, output: str, metadata: dict, run: Run
     check_output(output, overwrite, inputs)
     for j in jobs:  # data a trace cannot store (float32) is refused before any work, not after the run
         storable_data(j.record["X"], j.record["y"], f"expression {j.problem_id}: ")
-    ck = searcher.load()  # a bad checkpoint fails before any output appears
+    # a bad checkpoint fails before any output appears; a Ray run checks it on this machine's CPU (the
+    # driver may have no GPU: the actors load it on theirs)
+    ck = (Searcher(searcher.evolution, searcher.sampling.replace(device="cpu")) if run.executor == "ray"
+          and searcher.sampling is not None else searcher).load()
     fingerprint = run_fingerprint(searcher, jobs)
     partial = PartialResults(output, fingerprint, resume, overwrite, run.save_every)
     todo = [j for j in jobs if j.index not in partial.done]
@@ -364,7 +367,8 @@ def write_traces(searcher: Searcher, jobs, output: str, metadata: dict, run: Run
         from .model import checkpoint_hash
 
         meta.update(sampling_params=searcher.sampling.to_dict(), checkpoint=os.path.abspath(ck.path),
-                    checkpoint_hash=checkpoint_hash(ck.path), checkpoint_mode=ck.mode, device=str(ck.device),
+                    checkpoint_hash=checkpoint_hash(ck.path), checkpoint_mode=ck.mode,
+                    device=str(ck.device) if run.executor == "local" else f"ray ({searcher.sampling.device or 'auto'})",
                     batch_size=run.neural_batch_size, model_stats=dict(searcher.neural.stats))
     safe_io.save(output, "traces", meta, records)
     partial.remove()
