@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from nsr.config import (ConfigError, EvolutionConfig, RunConfig, SamplingConfig, add_arguments, field_names,
+from nsr.config import (ConfigError, EvolutionConfig, RunConfig, SamplingConfig, add_arguments,
                         from_args)
 from nsr.datasets import DatasetConfig
 from nsr.safe_io import InputError
@@ -166,7 +166,7 @@ def test_fields_without_a_flag_are_not_flags():
     p = _parser(EvolutionConfig)
     names = {a.dest for a in p._actions}
     assert {"binary_operators", "unary_operators", "collect_trajectory"}.isdisjoint(names)
-    assert set(field_names(EvolutionConfig)) - {"binary_operators", "unary_operators", "collect_trajectory"} <= names
+    assert {f.name for f in dataclasses.fields(EvolutionConfig)} - {"binary_operators", "unary_operators", "collect_trajectory"} <= names
     assert not {"constrained", "dtype"} & {a.dest for a in _parser(SamplingConfig)._actions}
 
 
