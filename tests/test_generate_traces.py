@@ -32,7 +32,8 @@ def five_expressions(tmp_path_factory):
         nv = 1 + i % 2
         X = rng.uniform(-2, 2, size=(25, nv))
         y = X[:, 0] ** 2 + X[:, 0] * (i + 1) if nv == 1 else X[:, 0] * X[:, 1] - X[:, 1] * i
-        recs.append({"id": 100 + i, "expression": f"problem {i}", "X": X, "y": y, "num_vars": nv})
+        expr = f"x0**2 + x0*{i + 1}" if nv == 1 else f"x0*x1 - x1*{i}"
+        recs.append({"id": 100 + i, "expression": expr, "X": X, "y": y, "num_vars": nv})
     folder = tmp_path_factory.mktemp("in")
     return write_expressions(folder / "five_c05.pkl.gz", recs, {"operator_set": "arith", "constants": [1.0]})
 
