@@ -163,3 +163,16 @@ def denied_prefix(path, mode):
         pytest.skip("running as root: file permissions do not apply even under setpriv")
     return prefix
 
+
+
+def encode_batch(prims, programs):
+    """Prefix token lists as the kernels take them: (codes, lengths, width), zero-padded."""
+    import numpy as np
+
+    width = max(len(p) for p in programs)
+    codes = np.zeros((len(programs), width), dtype=np.int16)
+    lengths = np.zeros(len(programs), dtype=np.int64)
+    for i, p in enumerate(programs):
+        codes[i, : len(p)] = prims.encode(p)
+        lengths[i] = len(p)
+    return codes, lengths, width

@@ -2,22 +2,14 @@
 import numpy as np
 import pytest
 
+from helpers import encode_batch
+
 from nsr import kernels
 from nsr.datasets import sample_tree
 from nsr.expressions import Primitives, depth, evaluate, format_infix, resolve_operators, subtrees
 
 FULL_BINARY, FULL_UNARY = resolve_operators("full")
 CONSTANTS = ("1.0", "-1.0", "0.5", "2.0", "0.0", "3.0")
-
-
-def _encode_batch(prims, programs):
-    width = max(len(p) for p in programs)
-    codes = np.zeros((len(programs), width), dtype=np.int16)
-    lengths = np.zeros(len(programs), dtype=np.int64)
-    for i, p in enumerate(programs):
-        codes[i, : len(p)] = prims.encode(p)
-        lengths[i] = len(p)
-    return codes, lengths, width
 
 
 def _predict(codes, lengths, Xt, consts, width):
@@ -65,7 +57,7 @@ def test_predict_batch_agrees_with_numpy_reference_on_random_programs():
     # points that hit the protected cases: zeros, negatives, integers, fractions
     X = np.vstack([np.linspace(-2.0, 2.0, 21)[:, None].repeat(3, axis=1) * [1.0, -1.0, 0.5],
                    np.random.default_rng(11).uniform(-3, 3, size=(30, 3))])
-    codes, lengths, width = _encode_batch(prims, programs)
+    codes, lengths, width = encode_batch(prims, programs)
     got = _predict(codes, lengths, np.ascontiguousarray(X.T), prims.constants, width)
     assert got.shape == (len(programs), len(X))
     some_nonfinite = compared = 0
@@ -86,7 +78,7 @@ def test_mse_is_inf_when_any_point_is_non_finite():
     X = np.array([[0.0], [1.0], [2.0], [-1.0]])
     y = np.array([0.0, 1.0, 2.0, -1.0])
     programs = [("x0",), ("^", "x0", "-1.0"), ("+", "x0", "1.0")]
-    codes, lengths, width = _encode_batch(prims, programs)
+    codes, lengths, width = encode_batch(prims, programs)
     hashes = kernels.hash_rows(codes, lengths)
     mse, n_eval = _cached_mse(kernels.FitnessCache(), codes, lengths, hashes, np.ascontiguousarray(X.T), y,
                               prims.constants, width)
@@ -101,7 +93,7 @@ def test_mse_cache_evaluates_each_program_once():
     X = np.linspace(-1, 1, 5)[:, None]
     y = X[:, 0] * 2
     programs = [("x0",), ("+", "x0", "x0"), ("x0",), ("+", "x0", "x0"), ("*", "x0", "1.0")]
-    codes, lengths, width = _encode_batch(prims, programs)
+    codes, lengths, width = encode_batch(prims, programs)
     hashes = kernels.hash_rows(codes, lengths)
     assert hashes[0] == hashes[2] and hashes[1] == hashes[3] and len(set(hashes.tolist())) == 3
     cache = kernels.FitnessCache()

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from helpers import encode_batch
+
 from nsr import kernels
 from nsr.datasets import sample_tree
 from nsr.expressions import (CONST_CODE0, VAR_CODE0, Primitives, evaluate, format_infix, parse, subtrees,
@@ -86,12 +88,7 @@ def test_to_sympy_is_the_plain_function_where_protection_does_not_apply(name):
 
 
 def _compiled(prims, programs, X):
-    width = max(len(p) for p in programs)
-    codes = np.zeros((len(programs), width), dtype=np.int16)
-    lengths = np.zeros(len(programs), dtype=np.int64)
-    for i, p in enumerate(programs):
-        codes[i, : len(p)] = prims.encode(p)
-        lengths[i] = len(p)
+    codes, lengths, width = encode_batch(prims, programs)
     cvals = np.zeros(codes.shape, dtype=np.float64)  # no fitted constants
     return kernels.predict_batch(codes, lengths, cvals, np.ascontiguousarray(X.T), prims.constants, width)
 

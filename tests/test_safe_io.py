@@ -25,6 +25,8 @@ except ImportError:  # NumPy 1.x
 from nsr import safe_io
 from nsr.safe_io import FORMAT_VERSION, InputError, UnsafePickleError
 
+from bench.fuzz_loader import _Pid, _PidPickler
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -371,16 +373,6 @@ def test_numpy_state_is_never_trusted(tmp_path, name):
     assert "\n" not in msg and len(msg) < 200 + len(str(path)) and msg.startswith(str(path))
 
 
-class _PidPickler(pickle.Pickler):
-    """Writes the values of PIDS as the given persistent ids."""
-
-    def persistent_id(self, obj):
-        return obj.pid if isinstance(obj, _Pid) else None
-
-
-class _Pid:
-    def __init__(self, pid):
-        self.pid = pid
 
 
 def _pid_file(pid, version=2):
