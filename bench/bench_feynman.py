@@ -7,9 +7,11 @@ solve:      both methods on every problem at the same evaluation budget (every m
             evaluations used, time. Runs are spread over --workers processes.
 throughput: individuals per second with constant fitting at the same LM iteration count, same data, one
             thread (BasicSR also as distinct and model evaluations per second).
+table:      the per-equation markdown table of solve runs' JSON files (S symbolic, A accuracy only, else R^2).
 
     python bench/bench_feynman.py solve --sets feynman nguyen --budget 100000 --json out.json
     python bench/bench_feynman.py throughput
+    python bench/bench_feynman.py table --inputs out.json
 """
 from __future__ import annotations
 
@@ -158,9 +160,34 @@ def throughput(a):
     return dict(rows=rows)
 
 
+def table(a):
+    """Per-equation markdown table from solve runs' JSON files: one column per (method, budget, seed)."""
+    columns, names, targets = {}, [], {}
+    for path in a.inputs:
+        with open(path) as f:
+            run = json.load(f)
+        for r in run["rows"]:
+            key = (r["method"], run["args"]["budget"], r["seed"])
+            columns.setdefault(key, {})[(r["set"], r["index"])] = r
+            if (r["set"], r["index"]) not in targets:
+                names.append((r["set"], r["index"]))
+                targets[(r["set"], r["index"])] = (r["name"], r["target"])
+    keys = sorted(columns)
+    head = " | ".join(f"{m} {b // 1000}k s{s}" for m, b, s in keys)
+    print(f"| set | equation | truth | {head} |")
+    print("|---|---|---|" + "---|" * len(keys))
+    mark = lambda r: "-" if r is None else ("**S**" if r["symbolic"] else "A" if r["accuracy"] else f"{r['r2']:.4f}")
+    for k in names:
+        name, target = targets[k]
+        cells = " | ".join(mark(columns[c].get(k)) for c in keys)
+        print(f"| {k[0]} | {name} | `{target}` | {cells} |")
+    return {}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["solve", "throughput"])
+    p.add_argument("what", choices=["solve", "throughput", "table"])
+    p.add_argument("--inputs", nargs="+", default=[], help="table: JSON files written by solve --json")
     p.add_argument("--sets", nargs="+", choices=sorted(SETS), default=["feynman", "nguyen"])
     p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["basicsr", "operon"])
     p.add_argument("--limit", type=int, default=None, help="first N problems of each set")
@@ -186,6 +213,8 @@ def main(argv=None):
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     t0 = time.time()
+    if a.what == "table":
+        return table(a)
     out = solve(a) if a.what == "solve" else throughput(a)
     out.update(args=vars(a), code=code_state(), machine=machine(), wall=time.time() - t0,
                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))

@@ -183,6 +183,10 @@ def _gz(raw: bytes, level=1) -> bytes:
     return c.compress(raw) + c.flush()
 
 
+TEMPLATES = ("(x0 + 1.0)", "(x0 * 2.0)", "sin(x0)", "((x0 - 1.0) / 2.0)", "(x1 * cos(x0))", "(x0 + (x1 * x1))",
+             "1.0", "x1")
+
+
 def trace_records(rng, n_records=3, n_gens=4, pop=8, dagger=False):
     """Trace records as README's "File formats" describes them (built here, not by running SR, so that the
     harness does not depend on code being refactored)."""
@@ -193,7 +197,9 @@ def trace_records(rng, n_records=3, n_gens=4, pop=8, dagger=False):
         y = (X[:, 0] + 1).astype(np.float32)
         gens = []
         for g in range(n_gens):
-            exprs = [f"(x0 + {rng.uniform(-2, 2):.3f})" for _ in range(pop)]
+            # made of the record's own primitives, so that consumers (relabeling, examples) get past parsing
+            exprs = [TEMPLATES[j].replace("x1", "x1" if i % 2 else "x0")
+                     for j in rng.integers(0, len(TEMPLATES), pop)]
             mses = rng.uniform(0, 1, pop).astype(np.float32)
             her = np.where(rng.random((pop, 2)) < 0.3, -1, rng.integers(0, pop, (pop, 2))).astype(np.int32)
             gen = {"generation": g, "population_size": pop, "expressions": exprs, "fitnesses": (1 / (1 + mses)),

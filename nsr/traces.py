@@ -102,6 +102,20 @@ def record_config(record, where="") -> EvolutionConfig:
         raise InputError(f"{where}bad primitives ({e})") from None
 
 
+def _check_children(gen, prefix, n, n_parents, where):
+    """A population's texts, operators and parent indices (into a population of n_parents), as consumers
+    index them."""
+    texts, ops, her = gen[prefix + "expressions"], gen[prefix + "operators"], gen[prefix + "heritages"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise InputError(f"{where}: {prefix}expressions must be a list of strings")
+    if not isinstance(ops, list) or len(ops) != n or not all(isinstance(o, str) for o in ops):
+        raise InputError(f"{where}: {prefix}operators must be a list of {n} strings")
+    if not isinstance(her, np.ndarray) or her.shape != (n, 2) or her.dtype.kind not in "iu":
+        raise InputError(f"{where}: {prefix}heritages must be an integer array of shape ({n}, 2)")
+    if her.size and (her.min() < -1 or her.max() >= n_parents):
+        raise InputError(f"{where}: {prefix}heritages must be parent indices in -1..{n_parents - 1}")
+
+
 def validate_traces(obj, path, require_trajectories=True):
     records = obj["records"]
     if not records:
@@ -117,6 +131,7 @@ def validate_traces(obj, path, require_trajectories=True):
             raise InputError(f"{path}: record {i} has no trajectory (expected a dict with 'generations')")
         if require_trajectories and not traj["generations"]:
             raise InputError(f"{path}: record {i} has an empty trajectory (was it run without collecting one?)")
+        prev_n = 0
         for g, gen in enumerate(traj["generations"]):
             if not isinstance(gen, dict):
                 raise InputError(f"{path}: record {i} generation {g} is not a dict")
@@ -131,10 +146,16 @@ def validate_traces(obj, path, require_trajectories=True):
                                      f"value per expression")
                 if np.isnan(a).any():
                     raise InputError(f"{path}: record {i} generation {g}: {key} contains NaN")
-            her = gen["heritages"]
-            if not isinstance(her, np.ndarray) or her.shape != (n, 2) or her.dtype.kind not in "iu":
-                raise InputError(f"{path}: record {i} generation {g}: heritages must be an integer array of "
-                                 f"shape ({n}, 2)")
+            where = f"{path}: record {i} generation {g}"
+            _check_children(gen, "", n, prev_n if g else n, where)
+            if "expert_expressions" in gen:  # DAgger labels: children of this generation's population
+                m = len(gen["expert_expressions"]) if isinstance(gen["expert_expressions"], list) else -1
+                _check_children(gen, "expert_", m, n, where)
+                fit = gen.get("expert_fitnesses")
+                if fit is not None and (not isinstance(fit, np.ndarray) or fit.shape != (m,)
+                                        or fit.dtype.kind != "f" or np.isnan(fit).any()):
+                    raise InputError(f"{where}: expert_fitnesses must be a float array without NaN, one per label")
+            prev_n = n
         X, y = r["X"], r["y"]
         if not isinstance(X, np.ndarray) or X.ndim != 2 or not isinstance(y, np.ndarray) or y.shape != X.shape[:1]:
             raise InputError(f"{path}: record {i}: X must be 2-D and y 1-D with as many points")

@@ -192,13 +192,17 @@ def test_force_relabels_an_expert_trace(tmp_path, expert_trace):
 # bad input
 
 
-def _strip_generation_key(key):
+def _strip_generation_key(key, value=None):
+    """Generation 2 of record 1 without KEY (or with KEY set to value(old))."""
     def make(src, dst):
         obj = load_traces(src)
         recs = [dict(r) for r in obj["records"]]
         traj = dict(recs[1]["trajectory"])
         gens = [dict(g) for g in traj["generations"]]
-        del gens[2][key]
+        if value is None:
+            del gens[2][key]
+        else:
+            gens[2][key] = value(gens[2][key])
         traj["generations"] = gens
         recs[1]["trajectory"] = traj
         safe_io.save(str(dst), "traces", obj["metadata"], recs)
@@ -225,6 +229,11 @@ BAD = {
     "expert_trace_without_force": (None, [], ("not a neural", "--force")),
     "missing_expressions": (_strip_generation_key("expressions"), [], ("expressions",)),
     "missing_fitnesses": (_strip_generation_key("fitnesses"), [], ("fitnesses",)),
+    # parent indices past the previous population, operators that are not names: found by the fuzzer in the
+    # consumers (training examples) before the validator checked them
+    "parent_index_out_of_range": (_strip_generation_key("heritages", lambda h: h + 10_000), [], ("heritages",)),
+    "operators_not_strings": (_strip_generation_key("operators", lambda ops: [np.zeros(2)] * len(ops)), [],
+                              ("operators",)),
     "output_is_input": (_copy, ["--output", "IN"], ("input",)),
     "output_folder_is_a_file": (_copy_and_block_the_output_folder, ["--output", "OUT/afile/x.pkl.gz"],
                                 ("is a file", "folder")),

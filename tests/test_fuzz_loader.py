@@ -15,3 +15,18 @@ def test_fuzz_slice_has_no_findings(tmp_path):
     assert not problems, problems
     assert set(summary["totals"]) <= {"valid", "input_error", "consumer_refused", "validator_message"}
     assert summary["totals"].get("valid", 0) > 100 and summary["totals"].get("input_error", 0) > 1000
+
+
+def test_every_base_file_is_valid_and_used_by_its_consumers(tmp_path):
+    """The mutations start from files that load and that the consumers (a run, relabeling, examples) accept:
+    otherwise every mutant would stop at the first refusal and the consumers would go untested."""
+    import gzip
+
+    from nsr.datasets import load_expressions
+    from nsr.traces import load_traces
+
+    for name, (kind, raw) in fuzz_loader.base_files().items():
+        path = tmp_path / f"{name}.pkl.gz"
+        path.write_bytes(gzip.compress(raw))
+        obj = (load_traces if kind == "traces" else load_expressions)(str(path))
+        assert fuzz_loader._consume(kind, obj) == {"outcome": "valid"}, name
