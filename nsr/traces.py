@@ -105,6 +105,9 @@ def record_config(record, where="") -> EvolutionConfig:
 def _check_children(gen, prefix, n, n_parents, where):
     """A population's texts, operators and parent indices (into a population of n_parents), as consumers
     index them."""
+    missing = [prefix + k for k in ("expressions", "operators", "heritages") if prefix + k not in gen]
+    if missing:
+        raise InputError(f"{where} lacks {', '.join(missing)}")
     texts, ops, her = gen[prefix + "expressions"], gen[prefix + "operators"], gen[prefix + "heritages"]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         raise InputError(f"{where}: {prefix}expressions must be a list of strings")

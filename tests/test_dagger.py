@@ -266,6 +266,19 @@ def test_relabel_bad_input(tmp_path, case, neural_trace, expert_trace):
         assert "trace.pkl.gz" in line or "afile" in line
 
 
+@pytest.mark.parametrize("key,change", [("expert_heritages", None), ("expert_operators", lambda o: o[:-1]),
+                                        ("expert_heritages", lambda h: h - 5), ("expert_fitnesses", lambda f: f * np.nan)])
+def test_a_dagger_file_with_broken_labels_is_refused_on_load(tmp_path, relabeled, key, change):
+    """Labels are checked as training indexes them (found by the fuzzer: a missing key or an out-of-range
+    parent reached the example builder)."""
+    src = relabeled["folder"] / "gen5_neural_dagger.pkl.gz"
+    dst = tmp_path / "broken.pkl.gz"
+    _strip_generation_key(key, change)(str(src), dst)
+    with pytest.raises(InputError, match=key) as info:
+        load_traces(str(dst))
+    assert "\n" not in str(info.value)
+
+
 def test_relabel_creates_a_missing_output_folder(tmp_path, capsys, neural_trace):
     """Every writing script creates a missing output folder (only one that cannot be made is an error)."""
     from neural_helpers import run_in_process
