@@ -147,7 +147,8 @@ def trial(source, workers, sig, reference, rng, tmp):
     identical = res.returncode == 0 and decoded(out) == reference
     return dict(source=source, workers=workers, signal=sig.name, hang=hang, exit=proc.returncode,
                 stop_s=round(stop_s, 3), orphans=len(orphans), saved=saved, reported=finished_note, lost=lost,
-                resume_exit=res.returncode, resume_identical=identical, stderr=(err or "").strip()[-200:])
+                resume_exit=res.returncode, resume_identical=identical, traceback="Traceback" in (err or ""),
+                stderr=(err or "").strip()[-200:])
 
 
 def main(argv=None):
@@ -157,6 +158,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    # A job started in the background (`cmd &`, nohup) inherits SIGINT ignored, and so would the runs under test:
+    # restore the default so that they see Ctrl-C as a terminal user's run would.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     rng = random.Random(a.seed)
     rows = []
     t_start = time.time()
@@ -172,9 +176,9 @@ def main(argv=None):
                         rows.append(r)
                         print(json.dumps({k: v for k, v in r.items() if k != "stderr"}), flush=True)
     expect = {"SIGINT": 130, "SIGTERM": 143, "SIGKILL": -9}
-    print("\n| source | workers | signal | trials | hangs | wrong exit status | orphans | lost finished results "
-          "| resume identical | median stop s |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| source | workers | signal | trials | hangs | wrong exit status | tracebacks | orphans "
+          "| lost finished results | resume identical | median stop s |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     import statistics
 
     for source in a.sources:
@@ -183,7 +187,8 @@ def main(argv=None):
                 rs = [r for r in rows if r["source"] == source and r["workers"] == workers and r["signal"] == sig]
                 lost = sum(r["lost"] or 0 for r in rs) if sig != "SIGKILL" else "n/a"
                 print(f"| {source} | {workers} | {sig} | {len(rs)} | {sum(r['hang'] for r in rs)} | "
-                      f"{sum(r['exit'] != expect[sig] for r in rs)} | {sum(r['orphans'] for r in rs)} | {lost} | "
+                      f"{sum(r['exit'] != expect[sig] for r in rs)} | {sum(r['traceback'] for r in rs)} | "
+                      f"{sum(r['orphans'] for r in rs)} | {lost} | "
                       f"{sum(r['resume_identical'] for r in rs)}/{len(rs)} | "
                       f"{statistics.median(r['stop_s'] for r in rs):.2f} |")
     if a.json:

@@ -45,6 +45,22 @@ def _one_line(message) -> str:
     return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 3] + "..."
 
 
+def _interrupt_behind(e):
+    """The KeyboardInterrupt/Terminated behind a SystemError: a signal that arrives while compiled (numba) code
+    runs comes back as "... returned a result with an exception set", chained to the interrupt."""
+    for _ in range(8):
+        e = e.__cause__ or e.__context__
+        if e is None or isinstance(e, (KeyboardInterrupt, Terminated)):
+            return e
+    return None
+
+
+def _interrupted(prog, e, note):
+    name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("SIGINT", 130)
+    sys.stderr.write(f"{prog}: interrupted by {name}" + (f"; {note}" if note else "; nothing was written") + "\n")
+    return code
+
+
 def run_main(main: Callable[[list], int | None], argv=None) -> int:
     """Call ``main``; bad input becomes one ``error:`` line and exit status 2, signals 130/143.
 
@@ -59,10 +75,12 @@ def run_main(main: Callable[[list], int | None], argv=None) -> int:
         sys.stderr.write(f"{prog}: error: {_one_line(e)}\n")
         return EXIT_BAD_INPUT
     except (KeyboardInterrupt, Terminated) as e:
-        name, code = ("SIGTERM", 143) if isinstance(e, Terminated) else ("SIGINT", 130)
-        note = getattr(e, "nsr_note", None)
-        sys.stderr.write(f"{prog}: interrupted by {name}" + (f"; {note}" if note else "; nothing was written") + "\n")
-        return code
+        return _interrupted(prog, e, getattr(e, "nsr_note", None))
+    except SystemError as e:
+        inner = _interrupt_behind(e)
+        if inner is None:
+            raise
+        return _interrupted(prog, inner, getattr(e, "nsr_note", None) or getattr(inner, "nsr_note", None))
     except BrokenPipeError:  # output piped into e.g. `head`, which closed it: stop quietly
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

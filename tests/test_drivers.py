@@ -242,3 +242,29 @@ def test_no_early_stop_through_generate_traces(tmp_path, capsys):
         assert rec["solved"] and rec["basicsr_params"]["early_stop"] == (not extra)
         lengths[bool(extra)] = len(rec["trajectory"]["generations"])
     assert lengths == {False: 1, True: 4}
+
+
+@pytest.mark.parametrize("signal_exc,code,name", [("Terminated", 143, "SIGTERM"), ("KeyboardInterrupt", 130, "SIGINT")])
+def test_a_signal_inside_compiled_code_is_still_a_clean_stop(capsys, signal_exc, code, name):
+    """A signal handled while a numba kernel runs surfaces as SystemError("... returned a result with an
+    exception set") chained to the interrupt (seen in the signals benchmark): still exit 130/143, one line, the
+    driver's note kept."""
+    from nsr import cli
+
+    def main(argv):
+        try:
+            raise getattr(cli, signal_exc, None) or KeyboardInterrupt()
+        except BaseException as inner:
+            err = SystemError("CPUDispatcher(<function breed>) returned a result with an exception set")
+            err.nsr_note = "3 finished results are in OUT.partial; rerun with --resume"
+            raise err from inner
+
+    assert cli.run_main(main, []) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"interrupted by {name}" in err and "rerun with --resume" in err
+
+    def broken(argv):
+        raise SystemError("a real bug")
+
+    with pytest.raises(SystemError):
+        cli.run_main(broken, [])
