@@ -4,6 +4,9 @@
 # `default` checkpoint in both), DAgger relabeling speed on one neural trace that both read.
 #   BEFORE=../before bash bench/before_after.sh
 set -euo pipefail
+# Both sides wait passively in OpenMP: the old release let torch's threads spin, which on a shared machine
+# measures the neighbours, not the code (bench/bench_concurrency.py measures that difference on its own).
+export OMP_WAIT_POLICY=PASSIVE
 AFTER=$(cd "$(dirname "$0")/.." && pwd)
 BEFORE=$(cd "${BEFORE:-$AFTER/../before}" && pwd)
 OUT=$AFTER/bench/results/redesign; mkdir -p "$OUT"
