@@ -152,11 +152,11 @@ def throughput(a):
     for name, _, _ in cases:
         rs = [r for r in rows if r["case"] == name]
         bi = statistics.median(r["basicsr"]["individuals_per_s"] for r in rs)
-        oi = statistics.median(r["operon"]["individuals_per_s"] for r in rs)
+        oi = statistics.median(r["operon"]["individuals_per_second"] for r in rs)
         print(f"| `{name}` | {bi:,.0f} | {oi:,.0f} | **{bi / oi:.1f}x** | "
               f"{statistics.median(r['basicsr']['distinct_per_s'] for r in rs):,.0f} | "
               f"{statistics.median(r['basicsr']['model_evaluations_per_s'] for r in rs):,.0f} | "
-              f"{statistics.median(r['operon']['evaluations_per_s'] for r in rs):,.0f} |")
+              f"{statistics.median(r['operon']['evaluations_per_second'] for r in rs):,.0f} |")
     return dict(rows=rows)
 
 

@@ -80,7 +80,8 @@ def speed(args):
 
     recs = load_expressions(HELDOUT_EXPRESSIONS)["records"]
     searcher = Searcher(EvolutionConfig(population_size=args.population_size, num_generations=args.speed_generations,
-                                        early_stop=False), SamplingConfig(checkpoint=args.checkpoint, device=args.device))
+                                        early_stop=False, constant_fitting=args.constant_fitting),
+                        SamplingConfig(checkpoint=args.checkpoint, device=args.device))
     ck = searcher.load()
     cuda = ck.device.type == "cuda"
     # warm up (allocator, kernels) outside the timings
@@ -203,7 +204,7 @@ def main():
     p.add_argument("--checkpoints", nargs="+", default=[f"default={DEFAULT_CHECKPOINT}"],
                    help="compare: NAME=FOLDER per neural method")
     p.add_argument("--sets", nargs="+", choices=list(COMPARE_SETS), default=list(COMPARE_SETS))
-    p.add_argument("--constant_fitting", type=int, default=0, help="compare: LM iterations (the expert's setting)")
+    p.add_argument("--constant_fitting", type=int, default=0, help="compare and speed: LM iterations (the expert's setting)")
     p.add_argument("--points", type=int, default=1000, help="compare: training points per problem (first N)")
     p.add_argument("--expert_workers", type=int, default=1)
     p.add_argument("--plot", default=None)
