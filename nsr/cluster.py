@@ -46,16 +46,16 @@ def _reachable(address: str, timeout: float = 5.0) -> bool:
 
 def connect(address: Optional[str] = None, num_cpus: Optional[int] = None):
     """Join ``address`` (or start a local cluster of ``num_cpus``) unless already connected."""
+    if address and os.path.exists(os.path.expanduser("~/.ray/auth_token")):
+        # `ray start` (Ray >= 2.59) secures a cluster with a token it writes there; joining by address then needs
+        # token mode said explicitly, before Ray is imported (address="auto" finds it alone)
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray = _ray()
     if address and not ray.is_initialized() and not _reachable(address):
         raise ClusterError(f"no Ray cluster answers at {address}")
     if not ray.is_initialized():
         # one model thread per CPU slot, idle OpenMP threads asleep (the driver's own settings must not leak in)
         env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-        if address and os.path.exists(os.path.expanduser("~/.ray/auth_token")):
-            # `ray start` (Ray >= 2.59) secures a cluster with a token it writes there; joining by address then
-            # needs token mode said explicitly (address="auto" finds it alone)
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
         try:
             ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
                      log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env})
