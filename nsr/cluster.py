@@ -57,7 +57,9 @@ def connect(address: Optional[str] = None, num_cpus: Optional[int] = None):
         # one model thread per CPU slot, idle OpenMP threads asleep (the driver's own settings must not leak in)
         env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
         try:
-            ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False,
+            # without an address, a new local instance for this run ("local"): never whatever cluster
+            # `ray start` left running on the machine, which Ray would otherwise join
+            ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False,
                      log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env})
         except Exception as e:  # ray raises ConnectionError, ValueError, RuntimeError... for a bad address
             raise ClusterError(f"cannot start or join a Ray cluster at {address or 'a new local one'}: "
