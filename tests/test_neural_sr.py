@@ -232,9 +232,10 @@ def test_same_seed_same_result_other_seed_other_result(tiny_checkpoint, problems
     assert [_exprs(t) for t in a] != [_exprs(t) for t in c]
 
 
-def test_float64_results_do_not_depend_on_the_batch_size(tiny_checkpoint, problems3):
+@pytest.mark.parametrize("fit", [0, 5])
+def test_float64_results_do_not_depend_on_the_batch_size(tiny_checkpoint, problems3, fit):
     """With a float64 model a problem's run is identical whether it shares the model call with
-    others or not (its samples come from its own generator)."""
+    others or not (its samples come from its own generator), with constant fitting too."""
     from nsr.evolution import evolve
     from nsr.proposers import initial_population
     from nsr.traces import seed_for
@@ -244,7 +245,8 @@ def test_float64_results_do_not_depend_on_the_batch_size(tiny_checkpoint, proble
     assert proposer.load().dtype == torch.float64
 
     def run(batch_size, order):
-        sr = BatchedNeuralSR(tiny_checkpoint, population_size=10, num_generations=5, seed=6, early_stop=False)
+        sr = BatchedNeuralSR(tiny_checkpoint, population_size=10, num_generations=5, seed=6, early_stop=False,
+                             constant_fitting=fit)
         problems = sr.make_problems([X_list[i] for i in order], [y_list[i] for i in order],
                                     rngs=[seed_for(6, i) for i in order])
         for start in range(0, len(problems), batch_size):
