@@ -176,3 +176,19 @@ def encode_batch(prims, programs):
         codes[i, : len(p)] = prims.encode(p)
         lengths[i] = len(p)
     return codes, lengths, width
+
+
+def ill_conditioned_points(tokens, X, limit=1e6):
+    """Points where some subtree's value exceeds ``limit`` in magnitude: there a last-bit
+    difference between two correct libm implementations (exp, pow) is amplified by what
+    follows (sin of 1e13, x - y of two huge values), so the two evaluators may differ."""
+    import numpy as np
+
+    from nsr.expressions import evaluate, subtrees
+
+    bad = np.zeros(len(X), dtype=bool)
+    with np.errstate(all="ignore"):
+        for s, e in subtrees(tokens):
+            v = evaluate(tokens[s:e], X)
+            bad |= np.isfinite(v) & (np.abs(v) > limit)
+    return bad

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from helpers import encode_batch
+from helpers import encode_batch, ill_conditioned_points
 
 from nsr import kernels
 from nsr.datasets import sample_tree
@@ -93,14 +93,6 @@ def _compiled(prims, programs, X):
     return kernels.predict_batch(codes, lengths, cvals, np.ascontiguousarray(X.T), prims.constants, width)
 
 
-def _ill_conditioned(tokens, X, limit=1e6):
-    """Points where a subtree exceeds ``limit``: a last-bit libm difference is amplified there."""
-    bad = np.zeros(len(X), dtype=bool)
-    with np.errstate(all="ignore"):
-        for s, e in subtrees(tokens):
-            v = evaluate(tokens[s:e], X)
-            bad |= np.isfinite(v) & (np.abs(v) > limit)
-    return bad
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -124,7 +116,7 @@ def test_compiled_kernel_equals_the_numpy_reference_for_every_operator(name):
     for i, p in enumerate(programs):
         with np.errstate(all="ignore"):
             want = evaluate(p, X)
-        ok = ~_ill_conditioned(p, X)
+        ok = ~ill_conditioned_points(p, X)
         g, w = got[i][ok], want[ok]
         np.testing.assert_array_equal(np.isfinite(g), np.isfinite(w), err_msg=format_infix(p))
         fin = np.isfinite(w)
