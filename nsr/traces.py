@@ -102,6 +102,14 @@ def record_config(record, where="") -> EvolutionConfig:
         raise InputError(f"{where}bad primitives ({e})") from None
 
 
+def _check_values(a, key, n, where):
+    """One float per expression, no NaN."""
+    if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind != "f" or len(a) != n:
+        raise InputError(f"{where}: {key} must be a float array with one value per expression")
+    if np.isnan(a).any():
+        raise InputError(f"{where}: {key} contains NaN")
+
+
 def _check_children(gen, prefix, n, n_parents, where):
     """A population's texts, operators and parent indices (into a population of n_parents), as consumers
     index them."""
@@ -141,23 +149,16 @@ def validate_traces(obj, path, require_trajectories=True):
             missing = [k for k in GENERATION_KEYS if k not in gen]
             if missing:
                 raise InputError(f"{path}: record {i} generation {g} lacks {', '.join(missing)}")
+            where = f"{path}: record {i} generation {g}"
             n = len(gen["expressions"]) if isinstance(gen["expressions"], list) else -1
             for key in ("fitnesses", "mses"):
-                a = gen[key]
-                if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind != "f" or len(a) != n:
-                    raise InputError(f"{path}: record {i} generation {g}: {key} must be a float array with one "
-                                     f"value per expression")
-                if np.isnan(a).any():
-                    raise InputError(f"{path}: record {i} generation {g}: {key} contains NaN")
-            where = f"{path}: record {i} generation {g}"
+                _check_values(gen[key], key, n, where)
             _check_children(gen, "", n, prev_n if g else n, where)
             if "expert_expressions" in gen:  # DAgger labels: children of this generation's population
                 m = len(gen["expert_expressions"]) if isinstance(gen["expert_expressions"], list) else -1
                 _check_children(gen, "expert_", m, n, where)
-                fit = gen.get("expert_fitnesses")
-                if fit is not None and (not isinstance(fit, np.ndarray) or fit.shape != (m,)
-                                        or fit.dtype.kind != "f" or np.isnan(fit).any()):
-                    raise InputError(f"{where}: expert_fitnesses must be a float array without NaN, one per label")
+                if gen.get("expert_fitnesses") is not None:
+                    _check_values(gen["expert_fitnesses"], "expert_fitnesses", m, where)
             prev_n = n
         X, y = r["X"], r["y"]
         if not isinstance(X, np.ndarray) or X.ndim != 2 or not isinstance(y, np.ndarray) or y.shape != X.shape[:1]:
