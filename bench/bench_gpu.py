@@ -3,7 +3,8 @@
 
 1. train 200 steps in bf16 (tiny data made on the spot: expert traces of 200 training problems);
 2. BatchedNeuralSR at batch 1/32/128/512 (population 20, 10 generations, early stop off) with the shipped
-   checkpoint: seconds per expression, the model's share of wall time, peak GPU memory;
+   checkpoint: seconds per expression, the model's share of wall time, peak GPU memory; batch 512 again with
+   constant fitting (10 LM iterations per new individual);
 3. end to end: a neural trace of the 100 held-out problems in one batch, then its DAgger relabel;
 4. the same loop with the stand-in proposer (no model): the CPU side per problem-generation at batch 512.
 
@@ -65,19 +66,24 @@ def train_part(tmp, device, steps, problems):
                 device=m["device"], final_train_loss=m["final_train_loss"], final_val_loss=m["final_val_loss"])
 
 
-def speed_part(torch, device, checkpoint, batch_sizes, generations):
+def speed_part(torch, device, checkpoint, runs, generations, rows):
+    """``runs``: (batch size, LM iterations of constant fitting) pairs; each result is appended to ``rows`` as
+    soon as it is measured, so a part stopped half-way keeps what it measured."""
     from nsr.config import EvolutionConfig, SamplingConfig
     from nsr.datasets import HELDOUT_EXPRESSIONS, load_expressions
     from nsr.drivers import file_jobs, run_batch
     from nsr.search import Searcher
 
     recs = load_expressions(HELDOUT_EXPRESSIONS)["records"]
-    searcher = Searcher(EvolutionConfig(population_size=20, num_generations=generations, early_stop=False),
-                        SamplingConfig(checkpoint=checkpoint, device=device))
-    ck = searcher.load()
-    run_batch(searcher, file_jobs(recs[:4], 0), lambda *a: None)  # warm: allocator, kernels, numba
-    rows = []
-    for bs in batch_sizes:
+    searchers = {}
+    for bs, fitting in runs:
+        if fitting not in searchers:
+            searchers[fitting] = Searcher(EvolutionConfig(population_size=20, num_generations=generations,
+                                                          early_stop=False, constant_fitting=fitting),
+                                          SamplingConfig(checkpoint=checkpoint, device=device))
+            run_batch(searchers[fitting], file_jobs(recs[:4], 0), lambda *a: None)  # warm: allocator, kernels, numba
+        searcher = searchers[fitting]
+        ck = searcher.load()
         pool = (recs * (-(-bs // len(recs))))[:bs]
         if ck.device.type == "cuda":
             torch.cuda.synchronize()
@@ -87,7 +93,7 @@ def speed_part(torch, device, checkpoint, batch_sizes, generations):
         run_batch(searcher, file_jobs(pool, 1), lambda *a: None)
         wall = time.perf_counter() - t0
         model = searcher.neural.stats["model_time"]
-        rows.append(dict(batch_size=bs, s_per_expression=wall / bs, model_share=model / wall,
+        rows.append(dict(batch_size=bs, constant_fitting=fitting, s_per_expression=wall / bs, model_share=model / wall,
                          cpu_ms_per_problem_generation=1000 * (wall - model) / (bs * (generations - 1)),
                          peak_gpu_mb=torch.cuda.max_memory_allocated() / 2**20 if ck.device.type == "cuda" else None,
                          dtype=str(ck.dtype)))
@@ -95,7 +101,7 @@ def speed_part(torch, device, checkpoint, batch_sizes, generations):
     return rows
 
 
-def end_to_end(tmp, device, checkpoint, n):
+def end_to_end(tmp, device, checkpoint, n, generations):
     """generate_traces.py (neural, one batch) then dagger_relabel.py, as a user runs them."""
     from nsr.datasets import HELDOUT_EXPRESSIONS
 
@@ -104,7 +110,8 @@ def end_to_end(tmp, device, checkpoint, n):
     for name, cmd in (
         ("neural_trace", [sys.executable, os.path.join(ROOT, "generate_traces.py"), "--expressions_file",
                           HELDOUT_EXPRESSIONS, "--max_expressions", str(n), "--checkpoint", checkpoint,
-                          "--batch_size", str(n), "--device", device, "--output", out, "--quiet"]),
+                          "--batch_size", str(n), "--num_generations", str(generations), "--device", device,
+                          "--output", out, "--quiet"]),
         ("relabel", [sys.executable, os.path.join(ROOT, "dagger_relabel.py"), "--input", out, "--label", "best_of_k",
                      "--k", "4", "--quiet"])):
         t0 = time.perf_counter()
@@ -136,16 +143,18 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for name, fn in (
             ("train_bf16", lambda: train_part(tmp, a.device, 5 if quick else 200, 20 if quick else 200)),
-            ("batched_speed", lambda: speed_part(torch, a.device, a.checkpoint, [1, 4] if quick else [1, 32, 128, 512],
-                                                 3 if quick else 10)),
-            ("end_to_end", lambda: end_to_end(tmp, a.device, a.checkpoint, 8 if quick else 100)),
+            ("batched_speed", lambda: speed_part(torch, a.device, a.checkpoint,
+                                                 [(1, 0), (4, 0), (4, 10)] if quick else
+                                                 [(1, 0), (32, 0), (128, 0), (512, 0), (512, 10)], 3 if quick else 10,
+                                                 out.setdefault("batched_speed", []))),
+            ("end_to_end", lambda: end_to_end(tmp, a.device, a.checkpoint, 8 if quick else 100, 3 if quick else 50)),
         ):
             log("start", name)
             try:
                 out[name] = fn()
             except Exception as e:  # one failing part must not lose the others' figures
-                out[name] = dict(error=f"{type(e).__name__}: {e}")
-                log("FAILED", name, out[name]["error"])
+                out[name + "_error"] = f"{type(e).__name__}: {e}"
+                log("FAILED", name, out[name + "_error"])
             save()
         log("start stand_in")
         try:

@@ -131,7 +131,13 @@ def compare(args):
     """Every method on every set, the same seeds; paired statistics against the expert."""
     from nsr.datasets import EXPRESSIONS_DIR
 
-    methods = [("expert", None)] + [tuple(c.split("=", 1)) for c in args.checkpoints]
+    methods = [("expert", None)]
+    for c in args.checkpoints:
+        name, _, folder = c.partition("=")
+        if not name or not folder or not os.path.exists(folder) or name in dict(methods):
+            # an empty folder would silently make this "method" the expert
+            sys.exit(f"error: --checkpoints wants distinct NAME=FOLDER pairs with existing folders, got {c!r}")
+        methods.append((name, folder))
     rows, results = [], {}
     for set_name in args.sets:
         path = os.path.join(EXPRESSIONS_DIR, COMPARE_SETS[set_name] + ".pkl.gz")

@@ -24,7 +24,7 @@ from .config import SamplingConfig
 from .decoding import GrammarMask, sample_from_logits
 from .evolution import NEURAL, Problem, Proposal
 from .expressions import subtrees
-from .model import DUMMY, NOBODY, PROMPT, load_checkpoint, owner_mask, prefill, run
+from .model import DUMMY, NOBODY, PROMPT, attention_backends, load_checkpoint, owner_mask, prefill, run
 from .prompt import StateEncoder, rank_members
 from .safe_io import InputError
 
@@ -131,7 +131,7 @@ class NeuralProposer:
 
     def sample(self, problems, prompts, counts, allowed, max_size, uniforms) -> list:
         """Token id rows per problem: the model's work (the stand-in below replaces only this)."""
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_backends():
             if self.autoregressive:
                 return self._sample_autoregressive(prompts, counts, allowed, max_size, uniforms)
             return self._sample_one_step(prompts, counts, allowed, max_size, uniforms)

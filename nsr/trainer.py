@@ -222,7 +222,7 @@ def train(cfg: TrainConfig) -> str:
     """Train (or fine-tune, or resume) a model; returns the last checkpoint folder."""
     import torch
 
-    from .model import PackedPrefixLoss, load_checkpoint, make_config, new_model, save_checkpoint
+    from .model import PackedPrefixLoss, attention_backends, load_checkpoint, make_config, new_model, save_checkpoint
     from .prompt import PromptConfig
     from .tokenizer import Vocab
 
@@ -295,8 +295,12 @@ def train(cfg: TrainConfig) -> str:
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
                                            and torch.cuda.is_bf16_supported())
 
-    def autocast():  # bf16 works on CPU too, so the mixed-precision path is tested without a GPU
-        return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+    def autocast():  # every forward: bf16 (on CPU too, so that path is tested without a GPU), SDPA without cuDNN
+        stack = contextlib.ExitStack()
+        stack.enter_context(attention_backends())
+        if use_bf16:
+            stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
+        return stack
 
     from .cli import run_metadata
 
