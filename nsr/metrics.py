@@ -109,5 +109,5 @@ def symbolic_solution(found_text: str, target_text: str, timeout: float = 10.0) 
             if diff == 0 or frac.is_constant() or diff.is_constant():
                 return True
             return bool(_round_floats(sp.simplify(diff, ratio=1)).is_constant())
-    except (TimeoutError, RecursionError, TypeError, ValueError, ZeroDivisionError, AttributeError):
+    except Exception:  # sympy raising anything (seen: OverflowError from evalf, 500k Feynman run) is "cannot decide"
         return False

@@ -7,7 +7,8 @@ from nsr.config import EvolutionConfig
 from nsr.evaluation import evaluate, summarize
 from nsr.expressions import evaluate as eval_expr
 from nsr.expressions import parse
-from nsr.metrics import R2_SOLVED, SOLVED_MSE, accuracy_solution, fresh_points, fresh_r2, solved_on_data
+from nsr.metrics import (R2_SOLVED, SOLVED_MSE, accuracy_solution, fresh_points, fresh_r2, solved_on_data,
+                         symbolic_solution)
 from nsr.search import Searcher
 
 ROW_KEYS = {"id", "index", "seed", "target", "found", "train_mse", "r2", "solved", "generations", "time",
@@ -24,6 +25,37 @@ def test_solved_on_data_and_accuracy_solution_thresholds():
     assert not solved_on_data(np.inf) and not solved_on_data(np.nan)
     assert accuracy_solution(1.0) and accuracy_solution(R2_SOLVED) and not accuracy_solution(0.9999)
     assert not accuracy_solution(-np.inf)
+
+
+@pytest.mark.parametrize("found, target, expected", [
+    ("((x0 * 2.0000001) + 3.0)", "(x0 * 2.0)", True),      # a constant difference, fitted constants rounded
+    ("((0.5 * x0) * x1)", "(x0 * x1)", True),              # a constant ratio
+    ("(sin(x0) + (x1 * x1))", "(sin(x0) + (x1 ^ 2.0))", True),
+    ("(x0 + x1)", "(x0 * x1)", False),
+    ("((x0 * 2.001) + 3.0)", "(x0 * 2.0)", False),         # 2.001 is a different constant, not rounding
+    ("3.0", "3.0", False),                                 # a constant model is never a symbolic solution
+])
+def test_symbolic_solution_follows_srbench(found, target, expected):
+    assert symbolic_solution(found, target) is expected
+
+
+def test_symbolic_solution_is_false_when_sympy_fails(monkeypatch):
+    """sympy can raise on unlucky expressions (a 500k-evaluation Feynman run met OverflowError: too many digits
+    in integer): that is "cannot decide", never a crash of the whole evaluation."""
+    import sympy
+
+    def boom(self, *a, **kw):
+        raise OverflowError("too many digits in integer")
+
+    calls = []
+
+    def spy(self, *a, **kw):
+        calls.append(self)
+        boom(self)
+
+    monkeypatch.setattr(sympy.Expr, "is_constant", spy)
+    assert symbolic_solution("(x0 + sin(x1))", "(x0 * x1)") is False
+    assert calls  # the failing sympy call was reached
 
 
 def test_fresh_points_come_from_the_stored_range_else_from_X():
