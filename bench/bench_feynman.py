@@ -93,9 +93,14 @@ def solve(a):
     problems = [p for s in a.sets for p in load_set(s, a.limit)]
     tasks = [(m, s, i, r, op, seed, a) for seed in a.seeds for (s, i, r, op) in problems for m in a.methods]
     rows, mon = [], CpuMonitor()
+    # each finished run also goes to JSON.rows.jsonl at once: a long run stopped half-way keeps what it measured
+    partial = open(a.json + ".rows.jsonl", "w") if a.json else None
     with ProcessPoolExecutor(a.workers) as pool:
         for out in pool.map(one_run, tasks, chunksize=1):
             rows.append(out)
+            if partial:
+                partial.write(json.dumps(out, default=float) + "\n")
+                partial.flush()
             if not a.quiet:
                 print(f"{out['method']:8s} {out['name']:10s} seed {out['seed']} r2 {out['r2']:.6f} "
                       f"acc {int(out['accuracy'])} sym {int(out['symbolic'])} evals {out['evaluations']} "
@@ -221,6 +226,8 @@ def main(argv=None):
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1, default=float)
+        if a.what == "solve":
+            os.remove(a.json + ".rows.jsonl")
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ def parse_with_the_script(argv, monkeypatch, capsys):
             return captured["cfg"]
         if script == "generate_traces.py":
             return load_module("generate_traces").parse_args(flags)
+        if script == "training/prepare_data.py":
+            return load_module("training.prepare_data").parse_args(flags)[1]
         if script == "datasets/generate_expressions.py":
             return load_module("generate_expressions").parse_args(flags)
     except SystemExit:

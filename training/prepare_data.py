@@ -21,7 +21,8 @@ from nsr.tokenizer import VOCAB_VERSION, Vocab
 from nsr.trainer import TrainConfig
 
 
-def main(argv):
+def parse_args(argv):
+    """(namespace, TrainConfig) of the flags."""
     p = ArgumentParser(description="Convert traces into training examples.")
     add_arguments(p, TrainConfig, only=("traces", "mode", "targets", "val_fraction", "max_prompt_members", "quiet"))
     p.add_argument("--output", required=True)
@@ -30,6 +31,11 @@ def main(argv):
     cfg = from_args(TrainConfig, args)
     if not cfg.traces:
         p.error("give --traces")
+    return args, cfg
+
+
+def main(argv):
+    args, cfg = parse_args(argv)
     check_output(args.output, args.overwrite, cfg.traces)
     members = cfg.max_prompt_members or PromptConfig.max_members
     with tqdm(desc="records", disable=cfg.quiet, unit="rec") as bar:
