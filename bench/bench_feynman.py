@@ -55,7 +55,7 @@ def run_basicsr(X, y, opset, budget, seed, a):
                 max_size=a.max_size, max_depth=a.max_depth,
                 tournament_size=a.tournament_size, crossover_prob=a.crossover_prob,
                 point_mutation_prob=a.point_mutation_prob, linear_scaling=not a.no_linear_scaling,
-                parsimony=a.parsimony,
+                parsimony=a.parsimony, polish=a.polish,
                 max_evaluations=budget, seed=seed).fit(X, y)
     st = m.problem_.stats
     return dict(expression=str(m.best_model_), evaluations=int(st["model_evaluations"]),
@@ -213,6 +213,8 @@ def main(argv=None):
     b.add_argument("--point_mutation_prob", type=float, default=0.5)
     b.add_argument("--no_linear_scaling", action="store_true", help="turn off BasicSR's linear scaling")
     b.add_argument("--parsimony", type=float, default=1e-3, help="fitness penalty per node (BasicSR's default)")
+    b.add_argument("--polish", type=int, default=0, help="BasicSR's polish: LM iterations of the final "
+                                                         "simplification (0: off, BasicSR's default)")
     p.add_argument("--generations", type=int, default=10, help="throughput: generations per run")
     p.add_argument("--repeats", type=int, default=3, help="throughput: runs per target")
     p.add_argument("--workers", type=int, default=2)

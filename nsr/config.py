@@ -209,10 +209,15 @@ class EvolutionConfig(Config):
     time_limit: Optional[float] = param(None, "seconds per problem", Float(0.0, lo_open=True, optional=True))
     max_evaluations: Optional[int] = param(None, "stop once this many model evaluations (fitting included) are spent",
                                            Int(1, 10**15, optional=True))
+    polish: int = param(0, "after the search, simplify the reported model on the training data: fold subtrees "
+                           "constant on it, refit its constants with this many LM iterations, prune what does not "
+                           "help the error (0: off; needs constant_fitting)", Int(0, 10_000))
     collect_trajectory: bool = param(False, "record every generation (traces)", BOOL, cli=False)
 
     def validate(self):
         self.operators()  # explicit operator lists must name known operators of the right arity
+        if self.polish and not self.constant_fitting:
+            raise ConfigError("polish needs constant_fitting > 0 (it rewrites the model with fitted constants)")
         if self.population_size * self.max_size > 20_000_000:  # int16 codes and float64 work arrays per generation
             raise ConfigError(f"population_size x max_size = {self.population_size * self.max_size:,} is too large "
                               f"(at most 20,000,000)")

@@ -77,6 +77,7 @@ class Problem:
         self.parents_history: list = []
         self._infix: dict = {}
         self._stop_at = None
+        self._reported = None  # set by polish
         self._t0 = None
         self.stats.update(evaluations=0, proposals=0, model_evaluations=0)
 
@@ -163,7 +164,28 @@ class Problem:
                 or (cfg.time_limit is not None and time.perf_counter() - self._t0 > cfg.time_limit)
                 or (cfg.max_evaluations is not None and self.stats["model_evaluations"] >= cfg.max_evaluations)):
             self.done = True
+            if cfg.polish:
+                self._polish()
             self.stats["wall_time"] = time.perf_counter() - self._t0
+
+    def _polish(self):
+        """Replace the reported individual by its simplification (:mod:`nsr.simplify`), within what is left
+        of the evaluation budget; it stays the reported best even where its error moved by the tolerance."""
+        from .simplify import polish
+
+        cfg, i = self.config, self.best_index()
+        left = None if cfg.max_evaluations is None else cfg.max_evaluations - self.stats["model_evaluations"]
+        if left is not None and left <= 0:  # the search spent the budget: nothing left to polish with
+            self.stats["polish_evaluations"] = 0
+            return
+        codes, n, cvals, ab, sse, evals = polish(self.codes[i], self.lengths[i], self.cvals[i], self.Xt, self.y,
+                                                 self.primitives.constants, cfg.polish, cfg.linear_scaling, left)
+        self.codes[i], self.cvals[i], self.lengths[i], self.ab[i] = codes, cvals, n, ab
+        self.mse[i] = sse / len(self.y)
+        self.fitness[i] = kernels.fitness_of(self.mse[i:i + 1], self.lengths[i:i + 1], self.scale, cfg.parsimony)[0]
+        self._reported = i
+        self.stats["model_evaluations"] += evals
+        self.stats["polish_evaluations"] = evals
 
     def _format_all(self, hashes) -> list:
         """Infix text of every individual: each distinct skeleton formatted once per run (its fitted values are
@@ -181,7 +203,9 @@ class Problem:
 
         Parsimony steers selection, but a short near-miss must not hide an exact
         formula: the reported best, early stopping and ``ancestors_of_best`` go
-        by the error alone, as gplearn reports its program."""
+        by the error alone, as gplearn reports its program. After ``polish``, the polished individual."""
+        if self._reported is not None:
+            return self._reported
         return int(kernels.best_index(self.mse, self.fitness))
 
     def tokens(self, i) -> tuple:
