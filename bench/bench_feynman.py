@@ -167,13 +167,17 @@ def throughput(a):
 
 
 def table(a):
-    """Per-equation markdown table from solve runs' JSON files: one column per (method, budget, seed)."""
+    """Per-equation markdown table from solve runs' JSON files: one column per (method and its non-default
+    settings, budget, seed)."""
     columns, names, targets = {}, [], {}
     for path in a.inputs:
         with open(path) as f:
             run = json.load(f)
+        args = run["args"]
+        tag = "".join(([f" parsimony {args['parsimony']:g}"] if args.get("parsimony", 1e-3) != 1e-3 else [])
+                      + ([f" polish {args['polish']}"] if args.get("polish") else []))
         for r in run["rows"]:
-            key = (r["method"], run["args"]["budget"], r["seed"])
+            key = (r["method"] + (tag if r["method"] == "basicsr" else ""), args["budget"], r["seed"])
             columns.setdefault(key, {})[(r["set"], r["index"])] = r
             if (r["set"], r["index"]) not in targets:
                 names.append((r["set"], r["index"]))

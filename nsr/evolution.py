@@ -23,6 +23,7 @@ import numpy as np
 from . import kernels
 from .config import EvolutionConfig
 from .expressions import Primitives, const_token, format_infix
+from .simplify import polish
 
 OPERATOR_NAMES = ("initial", "crossover", "mutation", "elite", "neural")
 INITIAL, CROSSOVER, MUTATION, ELITE, NEURAL = range(5)
@@ -171,8 +172,6 @@ class Problem:
     def _polish(self):
         """Replace the reported individual by its simplification (:mod:`nsr.simplify`), within what is left
         of the evaluation budget; it stays the reported best even where its error moved by the tolerance."""
-        from .simplify import polish
-
         cfg, i = self.config, self.best_index()
         left = None if cfg.max_evaluations is None else cfg.max_evaluations - self.stats["model_evaluations"]
         if left is not None and left <= 0:  # the search spent the budget: nothing left to polish with
