@@ -155,3 +155,44 @@ def test_polish_needs_fitted_constants():
         EvolutionConfig(polish=10)
     with pytest.raises(ValueError, match="polish"):
         BasicSR(polish=-1)
+
+
+# ----------------------------------------------------------------------------
+# property: on any program, polish only shortens it and keeps its error
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from nsr.datasets import sample_tree  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), n_ops=st.integers(1, 9), scaled=st.booleans())
+def test_polish_never_lengthens_a_program_or_worsens_its_error_beyond_the_tolerance(seed, n_ops, scaled):
+    rng = np.random.default_rng(seed)
+    binary, unary = resolve_operators("physics")
+    toks = sample_tree(rng, binary, unary, n_ops, ("x0", "x1"), ("C", "1.0"), p_var=0.6)
+    X = rng.uniform(-3, 3, size=(60, 2))
+    y = np.sin(X[:, 0]) * X[:, 1] + rng.normal(0, 0.1, 60)
+    p = prims(2)
+    codes, vals = p.encode_values(toks, init=float(rng.uniform(-2, 2)))
+    width = 24
+    row, cv = np.zeros(width, np.int16), np.zeros(width)
+    row[: len(codes)], cv[: len(codes)] = codes, vals
+    Xt = np.ascontiguousarray(X.T)
+    # the starting error, with the same refit polish starts from
+    ab0 = np.empty(2)
+    start = cv.copy()
+    stack, tstack = np.empty((width + 1, 60)), np.empty((width + 1, width, 60))
+    sse0, _ = kernels.fit_constants(row, len(codes), Xt, y, p.constants, start, 20, stack, tstack, scaled, ab0)
+    c, n, v, ab, sse, evals = polish(row, len(codes), cv, Xt, y, p.constants, 20, scaled)
+    assert n <= len(codes) and evals >= 1
+    if not np.isfinite(sse0):
+        return
+    scale = np.var(y) * len(y)
+    assert sse <= max(sse0 / scale * (1 + 1e-6), ABS_TOL) * scale * (1 + 1e-12)
+    # the returned program is what it says: re-evaluated, it has the error reported
+    pred = kernels.eval_program(c, n, Xt, p.constants, v, stack).copy()
+    pred = ab[0] * pred + ab[1]
+    assert float(np.sum((pred - y) ** 2)) == pytest.approx(sse, rel=1e-9, abs=1e-12)
