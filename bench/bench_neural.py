@@ -146,7 +146,8 @@ def compare(args):
         evo = EvolutionConfig(population_size=args.population_size, num_generations=args.generations[-1],
                               operator_set=opset, constants=consts, constant_fitting=args.constant_fitting)
         for method, ck in methods:
-            sampling = SamplingConfig(checkpoint=ck, device=args.device, temperature=args.temperature) if ck else None
+            sampling = (SamplingConfig(checkpoint=ck, device=args.device, temperature=args.temperature, beta=args.beta)
+                        if ck else None)
             t0 = time.perf_counter()
             res = evaluate(Searcher(evo, sampling), recs, args.seeds, args.batch_size,
                            num_workers=1 if ck else args.expert_workers)
@@ -222,6 +223,8 @@ def main():
     p.add_argument("--heldout_problems", type=int, default=100)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--beta", type=float, default=0.0,
+                   help="compare: each child from the expert with probability beta, else the model (mixed search)")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 32])
     p.add_argument("--speed_generations", type=int, default=10)
     p.add_argument("--min_problems", type=int, default=32, help="problems per speed measurement")
