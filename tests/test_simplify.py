@@ -196,3 +196,21 @@ def test_polish_never_lengthens_a_program_or_worsens_its_error_beyond_the_tolera
     pred = kernels.eval_program(c, n, Xt, p.constants, v, stack).copy()
     pred = ab[0] * pred + ab[1]
     assert float(np.sum((pred - y) ** 2)) == pytest.approx(sse, rel=1e-9, abs=1e-12)
+
+
+def test_polish_runs_in_a_batched_neural_search_for_every_problem():
+    """The loop is one for every proposer: a batch of neural problems (the stand-in, no model) is polished
+    problem by problem, each when it finishes."""
+    from nsr.drivers import file_jobs, run_batch
+    from nsr.neural import StandInProposer
+    from nsr.search import Searcher
+
+    X = positive_data(80, 2, seed=7)
+    recs = [{"X": X, "y": X[:, 0] * X[:, 1] + i} for i in range(3)]
+    searcher = Searcher(EvolutionConfig(population_size=12, num_generations=6, constant_fitting=5, polish=20,
+                                        linear_scaling=True), neural=StandInProposer())
+    probs = run_batch(searcher, file_jobs(recs, 0), lambda s, j, p, t: p)
+    for p, r in zip(probs, recs):
+        assert p.stats["polish_evaluations"] > 0
+        pred = evaluate(p.best_tokens(), X)
+        assert float(np.mean((pred - r["y"]) ** 2)) == pytest.approx(p.mse[p.best_index()], rel=1e-6, abs=1e-18)
