@@ -314,7 +314,8 @@ def add_arguments(parser, cls, defaults: Optional[dict] = None, exclude=(), only
             help_text += " (default: the input file's own)"
         if rule.kind == "bool":
             if meta.get("flag"):  # a True default is switched off by a --no_ flag
-                parser.add_argument(meta["flag"], dest=f.name, action="store_false", help=help_text)
+                parser.add_argument(meta["flag"], dest=f.name, action="store_false",
+                                    help=f"switch off (on by default): {help_text}")
             else:
                 parser.add_argument(f"--{f.name}", action="store_true", help=help_text)
             parser.set_defaults(**{f.name: default})

@@ -181,6 +181,8 @@ def test_no_early_stop_flag():
     assert from_args(EvolutionConfig, p.parse_args(["--no_early_stop"])).early_stop is False
     with pytest.raises(SystemExit):
         p.parse_args(["--early_stop"])  # the True default is switched off, not on
+    flag = next(a for a in p._actions if "--no_early_stop" in a.option_strings)
+    assert flag.help.startswith("switch off")  # the help says what the flag does, not what the field means
 
 
 @pytest.mark.parametrize("cls,f", [cf for cf in ALL_FIELDS if cf[1].metadata["cli"]
