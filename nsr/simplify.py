@@ -90,14 +90,14 @@ def _moves(f, codes, cvals, length):
             continue
         v = f.values(codes[i:e], e - i, cvals[i:e])
         start = float(v.mean()) if np.all(np.isfinite(v)) else 1.0
-        out.append((e - i - 1, codes[i:e], i, e, np.array([FIT_CODE], codes.dtype), np.array([start])))
+        out.append((e - i - 1, i, e, np.array([FIT_CODE], codes.dtype), np.array([start])))
         j = i + 1  # each operand in turn takes the operator's place
         while j < e:
             k = int(ends[j])
-            out.append((e - i - (k - j), None, i, e, codes[j:k], cvals[j:k]))
+            out.append((e - i - (k - j), i, e, codes[j:k], cvals[j:k]))
             j = k
     out.sort(key=lambda m: -m[0])
-    return [_splice(codes, cvals, length, i, e, pc, pv) for _, _, i, e, pc, pv in out]
+    return [_splice(codes, cvals, length, i, e, pc, pv) for _, i, e, pc, pv in out]
 
 
 def polish(codes, length, cvals, Xt, y, consts, iterations, scaled=False, budget=None):
