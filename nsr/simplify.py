@@ -65,16 +65,18 @@ def _splice(codes, cvals, length, i, e, piece_codes, piece_vals):
 def _fold_constant_subtrees(f, codes, cvals, length):
     """Step 1: every subtree (of more than one node) whose values are finite and constant over the data
     becomes one fitted constant of that value, the outermost first."""
+    ends = np.empty(length, dtype=np.int64)
+    kernels.subtree_ends(codes, length, ends)
     i = 0
     while i < length:
-        ends = np.empty(length, dtype=np.int64)
-        kernels.subtree_ends(codes, length, ends)
         e = int(ends[i])
         if e - i > 1:
             v = f.values(codes[i:e], e - i, cvals[i:e])
             if np.all(np.isfinite(v)) and np.ptp(v) <= FLAT * max(float(np.abs(v).max()), 1e-300):
                 codes, cvals, length = _splice(codes, cvals, length, i, e, np.array([FIT_CODE], codes.dtype),
                                                np.array([float(v.mean())]))
+                ends = np.empty(length, dtype=np.int64)  # positions after i moved
+                kernels.subtree_ends(codes, length, ends)
         i += 1
     return codes, cvals, length
 
