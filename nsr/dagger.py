@@ -42,6 +42,9 @@ class DAggerConfig(Config):
     train_expressions: tuple = param(REQUIRED, "problems for the rollouts: one file per family (each run with "
                                                 "its own operator set and constants)", Rule("paths"))
     eval_expressions: tuple = param(REQUIRED, "held-out problem sets", Rule("paths"))
+    dagger_traces: tuple = param((), "DAgger files of earlier runs (dagger_relabel.py output), aggregated with this "
+                                     "run's own at --dagger_weight: DAgger keeps every state it has labeled",
+                                 Rule("paths", min_items=0))
     name: str = param("dagger", "run name: results go to OUTPUT_DIR/NAME/", Rule("str"))
     output_dir: str = param(os.path.join(ROOT, "training", "dagger_runs"), "folder of runs", Rule("str"))
     init_checkpoint: Optional[str] = param(None, "start here (else train behaviour cloning first)",
@@ -192,6 +195,12 @@ def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional
     # check every input before any work
     for path in cfg.expert_traces:
         load_traces(path)
+    prior_states = 0
+    for path in cfg.dagger_traces:
+        meta = load_traces(path)["metadata"]
+        if meta.get("dagger") is not True:
+            raise InputError(f"{path}: not a DAgger file (--dagger_traces takes dagger_relabel.py output)")
+        prior_states += meta.get("states", 0)
     train_sets = [EvalSet(p) for p in cfg.train_expressions]
     eval_sets = [EvalSet(p, cfg.eval_problems) for p in cfg.eval_expressions]
     if cfg.init_checkpoint:
@@ -243,7 +252,8 @@ def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional
         state.mark("eval_0")
     write_outputs(folder, state.data["results"])
 
-    dagger_files = [f for i in range(1, cfg.iterations + 1) for f in (state.done(f"relabel_{i}") or [])]
+    dagger_files = list(cfg.dagger_traces) + [f for i in range(1, cfg.iterations + 1)
+                                              for f in (state.done(f"relabel_{i}") or [])]
     for it in range(1, cfg.iterations + 1):
         beta = cfg.betas[it - 1]
         it_dir = os.path.join(folder, f"iter{it}")
@@ -288,7 +298,7 @@ def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional
             state.mark(f"finetune_{it}", current)
         if not state.done(f"eval_{it}"):
             say(f"iteration {it}: evaluating {current} ...")
-            n_states = sum(load_traces(f)["metadata"].get("states", 0) for i in range(1, it + 1)
+            n_states = prior_states + sum(load_traces(f)["metadata"].get("states", 0) for i in range(1, it + 1)
                            for f in state.done(f"relabel_{i}") or [])
             rows = evaluate_method(current, it, beta, "neural")
             for r in rows:

@@ -509,3 +509,35 @@ def test_dagger_control_adds_an_expert_only_fine_tune_without_redoing_the_run(tm
     assert ctl["init_from"] == state["done"]["bc"]  # the copy's BC checkpoint, as iter1 started from the original's
     assert os.path.relpath(ctl["init_from"], copy) == os.path.relpath(it1["init_from"], run)
     assert (ctl["steps"], ctl["lr"], ctl["seed"]) == (it1["steps"], it1["lr"], it1["seed"])
+
+
+def test_dagger_traces_of_an_earlier_run_join_the_aggregate(tmp_path, dagger_run):
+    """--dagger_traces: an earlier run's labeled states are fine-tuned on beside this run's, at the DAgger weight,
+    and counted in the results; a file that is not DAgger output is refused before any work."""
+    from nsr.cli import run_main
+
+    dagger = load_module("training.dagger")
+    run, args, _ = dagger_run
+    with open(run / "state.json") as f:
+        earlier = json.load(f)["done"]
+    (prior,) = earlier["relabel_1"]
+    args = [str(a) for a in args]
+    args[args.index("--output_dir") + 1] = str(tmp_path / "runs")
+    args += ["--init_checkpoint", earlier["finetune_1"], "--dagger_traces", prior]
+    assert run_main(dagger.main, args) == 0
+    new = tmp_path / "runs" / "d"
+    with open(new / "state.json") as f:
+        (own,) = json.load(f)["done"]["relabel_1"]
+    with open(new / "checkpoints" / "iter1" / "checkpoint-5" / "training_state.json") as f:
+        ts = json.load(f)["config"]
+    expert = args[args.index("--expert_traces") + 1]
+    assert ts["traces"] == [expert, prior, own] and ts["trace_weights"] == [1.0, 4.0, 4.0]
+    states = sum(load_traces(p)["metadata"]["states"] for p in (prior, own))
+    assert int(_results(new)[2]["dagger_states"]) == states
+
+    # an expert trace is not DAgger data: refused, nothing written
+    args[args.index("--output_dir") + 1] = str(tmp_path / "refused")
+    args[args.index("--dagger_traces") + 1] = expert
+    with pytest.raises(InputError, match="not a DAgger file"):
+        dagger.main(args)
+    assert not (tmp_path / "refused").exists()
