@@ -101,12 +101,14 @@ class Relabeler:
                   for c in choice.tolist()]
         ops = [OPERATOR_NAMES[o] for o in prop.operators[choice].tolist()]
         self.states += 1
+        with np.errstate(over="ignore"):  # beyond float32 range becomes inf, as in the recorded fitnesses
+            fit32 = np.concatenate(([fitness[elite]], cand_fit[choice])).astype(np.float32)
         gen = dict(gen)
         gen.update(
             expert_expressions=[exprs[elite]] + labels,
             expert_heritages=np.concatenate(([[elite, -1]], prop.parents[choice])).astype(np.int32),
             expert_operators=[OPERATOR_NAMES[ELITE]] + ops,
-            expert_fitnesses=np.concatenate(([fitness[elite]], cand_fit[choice])).astype(np.float32),
+            expert_fitnesses=fit32,
         )
         return gen
 
