@@ -127,6 +127,21 @@ COMPARE_SETS = {"arith": "heldout_arith_100_c05", "full": "heldout_full_100_c05"
                 "nguyen": "nguyen_12", "feynman": "feynman_100"}
 
 
+def recorded_expert_runs(paths, set_name, seeds, n) -> list:
+    """The expert's runs of ``set_name`` (problems 0..n-1, ``seeds``) from earlier ``compare --json`` files; the
+    caller vouches that they ran with the same settings (population, generations, fitting, points)."""
+    found = {}
+    for path in paths:
+        with open(path) as f:
+            for r in json.load(f)["runs"].get(f"{set_name}/expert", []):
+                found[(r["seed"], r["index"])] = r
+    missing = [(s, i) for s in seeds for i in range(n) if (s, i) not in found]
+    if missing:
+        sys.exit(f"error: --expert_runs lack {len(missing)} expert runs of {set_name} (first: seed {missing[0][0]}, "
+                 f"problem {missing[0][1]})")
+    return [found[(s, i)] for s in seeds for i in range(n)]
+
+
 def compare(args):
     """Every method on every set, the same seeds; paired statistics against the expert."""
     from nsr.datasets import EXPRESSIONS_DIR
@@ -146,6 +161,12 @@ def compare(args):
         evo = EvolutionConfig(population_size=args.population_size, num_generations=args.generations[-1],
                               operator_set=opset, constants=consts, constant_fitting=args.constant_fitting)
         for method, ck in methods:
+            if ck is None and args.expert_runs:  # the expert's runs do not depend on the machine: reuse them
+                res = recorded_expert_runs(args.expert_runs, set_name, args.seeds, len(recs))
+                results[(set_name, method)] = res
+                rows.append({"set": set_name, "method": method, **summarize(res), "wall": 0.0,
+                             "from": list(args.expert_runs)})
+                continue
             sampling = (SamplingConfig(checkpoint=ck, device=args.device, temperature=args.temperature, beta=args.beta)
                         if ck else None)
             t0 = time.perf_counter()
@@ -214,6 +235,9 @@ def main():
     p.add_argument("--constant_fitting", type=int, default=0, help="compare and speed: LM iterations (the expert's setting)")
     p.add_argument("--points", type=int, default=1000, help="compare: training points per problem (first N)")
     p.add_argument("--expert_workers", type=int, default=1)
+    p.add_argument("--expert_runs", nargs="+", default=None,
+                   help="compare: take the expert's runs from these earlier --json files (same settings) "
+                        "instead of running it again")
     p.add_argument("--plot", default=None)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--device", default=None)

@@ -249,11 +249,29 @@ class Problem:
         }
 
 
-def evolve(problems: Sequence[Problem], proposer, initializer: Callable, progress: Callable = None):
+def evolve(problems: Sequence[Problem], proposer, initializer: Callable, progress: Callable = None,
+           workers: int = 1):
     """Run every problem to its end; ``proposer.propose(active, n_children)``
     returns one :class:`Proposal` per active problem. ``progress(n)`` is told
-    of each generation in which ``n`` problems finished."""
+    of each generation in which ``n`` problems finished.
+
+    ``workers`` > 1 scores the children of different problems in that many threads: constant fitting is
+    compiled code that releases the GIL, and it is most of a neural batch's CPU time (the model waits on it).
+    Each problem keeps its own state, so the results do not depend on ``workers``."""
     problems = list(problems)
+    if workers > 1 and len(problems) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(problems))) as pool:
+            return _evolve(problems, proposer, initializer, progress, pool)
+    return _evolve(problems, proposer, initializer, progress, None)
+
+
+def _advance(pair):
+    pair[0].advance(pair[1])
+
+
+def _evolve(problems, proposer, initializer, progress, pool):
     for p in problems:
         p.start(*initializer(p))
     finished = sum(p.done for p in problems)  # solved at once, or a one-generation budget
@@ -265,8 +283,11 @@ def evolve(problems: Sequence[Problem], proposer, initializer: Callable, progres
             break
         n_children = active[0].config.population_size - 1
         proposals = proposer.propose(active, n_children)
-        for p, prop in zip(active, proposals):
-            p.advance(prop)
+        if pool is None or len(active) == 1:
+            for p, prop in zip(active, proposals):
+                p.advance(prop)
+        else:
+            list(pool.map(_advance, zip(active, proposals)))
         finished = sum(p.done for p in active)
         if progress is not None and finished:
             progress(finished)

@@ -76,6 +76,12 @@ class NeuralProposer:
         return self._ck
 
     @property
+    def threads(self) -> int:
+        """The CPU threads this process gives torch (:func:`nsr.threads.configure_threads`); scoring the
+        children uses as many while the model waits."""
+        return torch.get_num_threads()
+
+    @property
     def autoregressive(self) -> bool:
         return self.load().mode == "autoregressive"
 

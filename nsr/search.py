@@ -90,6 +90,9 @@ class Searcher:
 
     def run(self, problems, progress=None):
         """Evolve ``problems`` together (one model call per generation serves them all)."""
+        workers = 1
         if self.neural is not None:
             self.neural.check(problems)
-        return evolve(problems, self.proposer(), initial_population, progress=progress)
+            if self.evolution.constant_fitting:  # fitting is the CPU side's bulk: the model's threads share it
+                workers = self.neural.threads
+        return evolve(problems, self.proposer(), initial_population, progress=progress, workers=workers)

@@ -244,26 +244,43 @@ def test_float64_results_do_not_depend_on_the_batch_size(tiny_checkpoint, proble
     proposer = NeuralProposer(SamplingConfig(checkpoint=tiny_checkpoint, device="cpu", dtype="float64"))
     assert proposer.load().dtype == torch.float64
 
-    def run(batch_size, order):
+    def run(batch_size, order, workers=1):
         sr = BatchedNeuralSR(tiny_checkpoint, population_size=10, num_generations=5, seed=6, early_stop=False,
                              constant_fitting=fit)
         problems = sr.make_problems([X_list[i] for i in order], [y_list[i] for i in order],
                                     rngs=[seed_for(6, i) for i in order])
         for start in range(0, len(problems), batch_size):
-            evolve(problems[start:start + batch_size], proposer, initial_population)
+            evolve(problems[start:start + batch_size], proposer, initial_population, workers=workers)
         return {i: (p.trajectory(), float(p.mse[p.best_index()])) for i, p in zip(order, problems)}
 
     one = run(1, [0, 1, 2])
     three = run(3, [0, 1, 2])
     shuffled = run(2, [2, 0, 1])
+    threaded = run(3, [0, 1, 2], workers=3)  # the children of each problem scored in its own thread
     for i in range(3):
-        for other in (three, shuffled):
+        for other in (three, shuffled, threaded):
             assert _exprs(other[i][0]) == _exprs(one[i][0])
             assert other[i][1] == one[i][1]
             for ga, gb in zip(one[i][0]["generations"], other[i][0]["generations"]):
                 np.testing.assert_array_equal(ga["fitnesses"], gb["fitnesses"])
                 assert _her(ga, "heritages") == _her(gb, "heritages")
-    assert proposer.stats["calls"] == 3 * 4 + 1 * 4 + 2 * 4  # one model call per generation per batch
+    assert proposer.stats["calls"] == 3 * 4 + 1 * 4 + 2 * 4 + 1 * 4  # one model call per generation per batch
+
+
+@pytest.mark.parametrize("fit", [0, 5])
+def test_neural_runs_score_in_the_models_threads_when_fitting(tiny_checkpoint, problems3, monkeypatch, fit):
+    """Fitting dominates a neural batch's CPU side, so the scoring runs in as many threads as the model has;
+    without fitting the scoring is too short for threads to pay."""
+    import nsr.search as search_mod
+
+    seen = []
+    real = search_mod.evolve
+    monkeypatch.setattr(search_mod, "evolve", lambda *a, **k: seen.append(k["workers"]) or real(*a, **k))
+    monkeypatch.setattr(NeuralProposer, "threads", property(lambda self: 3))
+    X_list, y_list = problems3
+    BatchedNeuralSR(tiny_checkpoint, population_size=8, num_generations=3, seed=1, constant_fitting=fit,
+                    early_stop=False).batched_fit(X_list, y_list)
+    assert seen == [3 if fit else 1]
 
 
 # ----------------------------------------------------------------------------

@@ -265,6 +265,25 @@ def test_prepare_data_cli_writes_an_examples_file(tmp_path, capsys, expert_trace
     assert os.listdir(tmp_path / "sub") == ["ex.pkl.gz"]
 
 
+def test_prepare_data_trace_weights_are_the_sampling_weights_train_py_would_use(tmp_path, capsys, expert_trace,
+                                                                               neural_trace):
+    dagger = str(tmp_path / "n_dagger.pkl.gz")
+    proc = run_in_process("dagger_relabel", ["--input", neural_trace, "--output", dagger, "--quiet"], capsys)
+    assert proc.returncode == 0, proc.stderr
+    out = str(tmp_path / "ex.pkl.gz")
+    proc = run_in_process("training.prepare_data", ["--traces", expert_trace, dagger, "--trace_weights", 1, 4,
+                                                    "--output", out, "--quiet"], capsys)
+    assert proc.returncode == 0, proc.stderr
+    train, val, meta = load_examples(out)
+    ref_train, ref_val, _ = convert_files([expert_trace, dagger], weights=[1.0, 4.0])
+    assert train.weights == ref_train.weights and val.weights == ref_val.weights
+    assert set(train.weights) == {1.0, 4.0} and list(meta["trace_weights"]) == [1.0, 4.0]
+    proc = run_in_process("training.prepare_data", ["--traces", expert_trace, "--trace_weights", 1, 4,
+                                                    "--output", str(tmp_path / "bad.pkl.gz"), "--quiet"], capsys)
+    assert proc.returncode == 2 and "trace_weights has 2 values for 1 trace files" in proc.stderr
+    assert not os.path.exists(tmp_path / "bad.pkl.gz")
+
+
 # ----------------------------------------------------------------------------
 # train.py
 

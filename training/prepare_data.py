@@ -6,7 +6,9 @@
 
 See nsr/examples.py for what a state and a target are. train.py accepts the
 trace files directly too (--traces); this script converts once, for inspecting
-or reusing the result (train.py --data).
+or reusing the result (train.py --data). ``--trace_weights`` are stored in the
+examples (per state), so a prepared file samples as ``train.py --traces`` with
+the same weights would.
 """
 import sys
 
@@ -24,7 +26,7 @@ from nsr.trainer import TrainConfig
 def parse_args(argv):
     """(namespace, TrainConfig) of the flags."""
     p = ArgumentParser(description="Convert traces into training examples.")
-    add_arguments(p, TrainConfig, only=("traces", "mode", "targets", "val_fraction", "max_prompt_members", "quiet"))
+    add_arguments(p, TrainConfig, only=("traces", "trace_weights", "mode", "targets", "val_fraction", "max_prompt_members", "quiet"))
     p.add_argument("--output", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = p.parse_args(argv)
@@ -40,9 +42,9 @@ def main(argv):
     members = cfg.max_prompt_members or PromptConfig.max_members
     with tqdm(desc="records", disable=cfg.quiet, unit="rec") as bar:
         train, val, stats = convert_files(cfg.traces, Vocab(), cfg.mode, cfg.targets, members, cfg.val_fraction,
-                                          progress=bar.update)
+                                          progress=bar.update, weights=cfg.trace_weights)
     meta = run_metadata(args)
-    meta.update(mode=cfg.mode, targets=cfg.targets, vocab_version=VOCAB_VERSION, max_prompt_members=members,
+    meta.update(mode=cfg.mode, targets=cfg.targets, trace_weights=cfg.trace_weights, vocab_version=VOCAB_VERSION, max_prompt_members=members,
                 stats=stats, train_states=len(train), train_targets=train.n_targets, val_states=len(val),
                 val_targets=val.n_targets)
     save_examples(args.output, train, val, meta)
