@@ -213,25 +213,46 @@ def convert_files(paths, vocab=None, mode="one_step", targets="all", max_members
     if len(weights) != len(paths):
         raise InputError(f"{len(weights)} weights for {len(paths)} trace files")
     train, val = Examples(), Examples()
-    parse_fn, encoder = _parse, StateEncoder(vocab)
     stats = {"files": [], "records": 0, "states": 0}
     for path, w in zip(paths, weights):
-        obj = load_traces(path)
-        n0 = len(train) + len(val)
-        for r in obj["records"]:
-            for prompt, tgts, key in convert_record(r, vocab, mode, targets, max_members, parse_fn,
-                                                    os.path.basename(path), encoder):
-                (val if is_validation(key, val_fraction) else train).add(prompt, tgts, key, w)
-            stats["records"] += 1
-            if progress:
-                progress(1)
-        stats["files"].append({"path": os.path.abspath(path), "records": len(obj["records"]),
-                               "states": len(train) + len(val) - n0,
-                               "source": obj["metadata"].get("source"), "dagger": bool(obj["metadata"].get("dagger"))})
+        tr, va, info = _convert_file(path, vocab, mode, targets, max_members, val_fraction, progress)
+        train.extend(tr, w)
+        val.extend(va, w)
+        stats["records"] += info["records"]
+        stats["files"].append(info)
     stats["states"] = len(train) + len(val)
     if len(train) == 0:
         raise InputError("the training set is empty: no states with targets in " + ", ".join(paths))
     return train, val, stats
+
+
+# One trace file's examples (weight 1), kept for the life of the process: the DAgger loop fine-tunes on the same
+# expert traces every iteration and again for its control, and converting them is minutes of CPU each time.
+# The key holds the file's size and modification time, so a rewritten file is converted afresh.
+_CONVERTED: dict = {}
+
+
+def _convert_file(path, vocab, mode, targets, max_members, val_fraction, progress=None):
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, tuple(vocab.tokens), mode, targets, max_members,
+           val_fraction)
+    if key not in _CONVERTED:
+        obj = load_traces(path)
+        train, val = Examples(), Examples()
+        encoder = StateEncoder(vocab)
+        for r in obj["records"]:
+            for prompt, tgts, k in convert_record(r, vocab, mode, targets, max_members, _parse,
+                                                  os.path.basename(path), encoder):
+                (val if is_validation(k, val_fraction) else train).add(prompt, tgts, k)
+            if progress:
+                progress(1)
+        info = {"path": os.path.abspath(path), "records": len(obj["records"]), "states": len(train) + len(val),
+                "source": obj["metadata"].get("source"), "dagger": bool(obj["metadata"].get("dagger"))}
+        _CONVERTED[key] = (train, val, info)
+    elif progress:
+        progress(_CONVERTED[key][2]["records"])
+    train, val, info = _CONVERTED[key]
+    return train, val, dict(info)
 
 
 def save_examples(path, train: Examples, val: Examples, metadata: dict):

@@ -193,6 +193,30 @@ def test_examples_round_trip_through_a_file(tmp_path, expert_trace):
     assert set(train.weights) == {2.0}
 
 
+def test_a_trace_file_is_converted_once_per_process(tmp_path, expert_trace, monkeypatch):
+    """The DAgger loop fine-tunes on the same expert traces every iteration (and again for its control): the
+    second conversion reuses the first, with its own weights, and a rewritten file is converted afresh."""
+    import nsr.examples as examples_mod
+
+    path = str(tmp_path / "t.pkl.gz")
+    shutil.copy(expert_trace, path)
+    reads = []
+    real = examples_mod.load_traces
+    monkeypatch.setattr(examples_mod, "load_traces", lambda p: reads.append(p) or real(p))
+    a_train, a_val, a_stats = convert_files([path], targets="improved")
+    b_train, b_val, b_stats = convert_files([path], targets="improved", weights=[4.0])
+    assert reads == [path]
+    assert b_train.problems == a_train.problems and b_val.problems == a_val.problems
+    assert set(a_train.weights) == {1.0} and set(b_train.weights) == {4.0}  # the cached copy kept weight 1
+    assert a_stats == b_stats and a_stats["states"] == len(a_train) + len(a_val)
+    convert_files([path], targets="all")  # other settings: another conversion
+    assert reads == [path, path]
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten
+    c_train, _, _ = convert_files([path], targets="improved")
+    assert reads == [path, path, path] and c_train.problems == a_train.problems
+
+
 def test_pack_batch_layout(vocab):
     prompts = [np.array([2, 9, 62, 6]), np.array([2, 10, 6])]
     targets = [[np.array([72, 3]), np.array([62, 72, 82, 3])], [np.array([73, 3])]]
