@@ -127,17 +127,26 @@ COMPARE_SETS = {"arith": "heldout_arith_100_c05", "full": "heldout_full_100_c05"
                 "nguyen": "nguyen_12", "feynman": "feynman_100"}
 
 
+def fail(message):
+    """Bad input: one line on stderr, exit status 2 (as the toolkit's scripts)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def recorded_expert_runs(paths, set_name, seeds, n) -> list:
     """The expert's runs of ``set_name`` (problems 0..n-1, ``seeds``) from earlier ``compare --json`` files; the
     caller vouches that they ran with the same settings (population, generations, fitting, points)."""
     found = {}
     for path in paths:
-        with open(path) as f:
-            for r in json.load(f)["runs"].get(f"{set_name}/expert", []):
-                found[(r["seed"], r["index"])] = r
+        try:
+            with open(path) as f:
+                for r in json.load(f)["runs"].get(f"{set_name}/expert", []):
+                    found[(r["seed"], r["index"])] = r
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            fail(f"--expert_runs {path}: not a compare --json file ({type(e).__name__}: {str(e)[:100]})")
     missing = [(s, i) for s in seeds for i in range(n) if (s, i) not in found]
     if missing:
-        sys.exit(f"error: --expert_runs lack {len(missing)} expert runs of {set_name} (first: seed {missing[0][0]}, "
+        fail(f"--expert_runs lack {len(missing)} expert runs of {set_name} (first: seed {missing[0][0]}, "
                  f"problem {missing[0][1]})")
     return [found[(s, i)] for s in seeds for i in range(n)]
 
@@ -151,7 +160,7 @@ def compare(args):
         name, _, folder = c.partition("=")
         if not name or not folder or not os.path.exists(folder) or name in dict(methods):
             # an empty folder would silently make this "method" the expert
-            sys.exit(f"error: --checkpoints wants distinct NAME=FOLDER pairs with existing folders, got {c!r}")
+            fail(f"--checkpoints wants distinct NAME=FOLDER pairs with existing folders, got {c!r}")
         methods.append((name, folder))
     rows, results = [], {}
     for set_name in args.sets:
