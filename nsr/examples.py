@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import safe_io
-from .expressions import ExpressionError, parse_cached
+from .expressions import VARIABLES, ExpressionError, parse_cached
 from .prompt import StateEncoder, encode_target, rank_members
 from .safe_io import InputError
-from .tokenizer import Vocab
+from .tokenizer import NV_TOKENS, Vocab
 from .traces import load_traces, parents, record_config
 
 TARGET_MODES = ("all", "ancestors", "improved")
@@ -308,11 +308,38 @@ def pack_batch(prompts, targets_per_state, pad_id):
     return ids, pos, seg, np.array(rows), np.array(at), np.array(labels, dtype=np.int64)
 
 
-class BatchSampler:
-    """Random states, up to ``children`` random targets each, from one explicit generator."""
+class VariableRenamer:
+    """Shows a state as if its problem had m >= n variables, its own n renamed to a random n of x0..x(m-1), the
+    same way in the prompt (its ``<nv>`` token included) and in every target.
 
-    def __init__(self, examples: Examples, batch_size, children, rng: np.random.Generator):
+    Why: the training problems have 1-3 variables, and a model trained on them alone drops x3 and above from its
+    children at once (on Feynman's 4-9-variable equations, 4% of those variables were left in the shipped
+    `dagger`'s last generation, 96% in the expert's: BENCHMARKS.md), so it cannot solve them whatever it learned
+    about their structure. Renamed states teach it that any variable shown may be used."""
+
+    def __init__(self, vocab: Vocab):
+        self.var_ids = np.array([vocab.ids[v] for v in VARIABLES if v in vocab.ids], dtype=np.int64)
+        self.nv_ids = np.array([vocab.ids[t] for t in NV_TOKENS[:len(self.var_ids)]], dtype=np.int64)
+        self.n_of = {int(t): k + 1 for k, t in enumerate(self.nv_ids)}
+        self.identity = np.arange(len(vocab), dtype=np.int16)
+
+    def __call__(self, prompt, targets, rng: np.random.Generator):
+        n = self.n_of[int(prompt[1])]  # the header is <bos> <nvN> ... (nsr.prompt.header_ids)
+        m = int(rng.integers(n, len(self.var_ids) + 1))
+        table = self.identity.copy()
+        table[self.var_ids[:n]] = self.var_ids[rng.choice(m, size=n, replace=False)]
+        table[self.nv_ids[n - 1]] = self.nv_ids[m - 1]
+        return table[prompt], [table[t] for t in targets]
+
+
+class BatchSampler:
+    """Random states, up to ``children`` random targets each, from one explicit generator; with ``renamer``,
+    each state is shown renamed (:class:`VariableRenamer`) with probability ``rename``."""
+
+    def __init__(self, examples: Examples, batch_size, children, rng: np.random.Generator,
+                 renamer: VariableRenamer = None, rename: float = 0.0):
         self.ex, self.batch_size, self.children, self.rng = examples, batch_size, children, rng
+        self.renamer, self.rename = renamer, rename if renamer is not None else 0.0
         w = np.asarray(examples.weights, dtype=np.float64)
         self.p = None if len(w) == 0 or np.all(w == w[0]) else w / w.sum()
 
@@ -328,7 +355,10 @@ class BatchSampler:
             if len(ts) > self.children:
                 pick = rng.choice(len(ts), size=self.children, replace=False)
                 ts = [ts[k] for k in sorted(pick.tolist())]
-            prompts.append(ex.prompts[i])
+            prompt = ex.prompts[i]
+            if self.rename and rng.random() < self.rename:
+                prompt, ts = self.renamer(prompt, ts, rng)
+            prompts.append(prompt)
             tgts.append(ts)
         return prompts, tgts
 

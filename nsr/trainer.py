@@ -23,7 +23,8 @@ from typing import Optional
 import numpy as np
 
 from .config import BOOL, Config, Float, Int, Rule, param
-from .examples import MODES, TARGET_MODES, BatchSampler, convert_files, load_examples, pack_batch
+from .examples import (MODES, TARGET_MODES, BatchSampler, VariableRenamer, convert_files, load_examples,
+                       pack_batch)
 from .safe_io import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +56,9 @@ class TrainConfig(Config):
     steps: int = param(2000, "optimizer steps", Int(1, 10**9))
     batch_size: int = param(32, "states per step (per process)", Int(1, 1_000_000))
     children_per_state: int = param(6, "targets per state per step", Int(1, 10_000))
+    rename_variables: float = param(0.0, "chance a training state is shown as a problem with more variables, its "
+                                         "own renamed at random (teaches a model trained on few variables to keep "
+                                         "every variable of larger problems)", Float(0.0, 1.0))
     lr: float = param(1e-3, "peak learning rate", Float(0.0, 10.0, lo_open=True))
     min_lr_ratio: float = param(0.1, "final learning rate / peak (cosine decay)", Float(0.0, 1.0))
     warmup_steps: int = param(100, "linear warm-up steps", Int(0, 10**9))
@@ -291,7 +295,8 @@ def train(cfg: TrainConfig) -> str:
         if rank < len(state["rng_state"]):
             rng.bit_generator.state = state["rng_state"][rank]
         say(f"resumed from {resume_from} at step {step}")
-    sampler = BatchSampler(train_ex, cfg.batch_size, cfg.children_per_state, rng)
+    sampler = BatchSampler(train_ex, cfg.batch_size, cfg.children_per_state, rng,
+                           VariableRenamer(vocab) if cfg.rename_variables else None, cfg.rename_variables)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"
                                            and torch.cuda.is_bf16_supported())
 

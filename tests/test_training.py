@@ -217,6 +217,51 @@ def test_a_trace_file_is_converted_once_per_process(tmp_path, expert_trace, monk
     assert reads == [path, path, path] and c_train.problems == a_train.problems
 
 
+def test_renamed_states_use_other_variables_consistently(vocab, expert_trace):
+    """--rename_variables: a state shown as a problem of m >= n variables, its own renamed injectively, the same
+    way in the prompt (its <nv> token too) and the targets; everything else untouched; reproducible."""
+    from nsr.examples import VariableRenamer
+    from nsr.expressions import VARIABLES
+
+    train, _, _ = convert_files([expert_trace], vocab, val_fraction=0.0)
+    renamer = VariableRenamer(vocab)
+    var_ids = {vocab.ids[v]: k for k, v in enumerate(VARIABLES)}
+    nv_of = {vocab.ids[f"<nv{k}>"]: k for k in range(1, len(VARIABLES) + 1)}
+    rng = np.random.default_rng(3)
+    seen_m = set()
+    for i in range(0, len(train), max(1, len(train) // 40)):
+        prompt, targets = train.prompts[i], train.targets[i]
+        new_prompt, new_targets = renamer(prompt, targets, rng)
+        n, m = nv_of[int(prompt[1])], nv_of[int(new_prompt[1])]
+        assert n <= m <= len(VARIABLES)
+        seen_m.add(m)
+        mapping = {}
+        for old, new in zip(np.concatenate([prompt[2:]] + targets), np.concatenate([new_prompt[2:]] + new_targets)):
+            if int(old) in var_ids:
+                assert int(new) in var_ids and var_ids[int(new)] < m
+                assert mapping.setdefault(int(old), int(new)) == int(new)  # one name per variable
+            else:
+                assert old == new  # operators, constants, errors, structure
+        assert len(set(mapping.values())) == len(mapping)  # injective
+        assert [len(t) for t in new_targets] == [len(t) for t in targets] and new_prompt.dtype == prompt.dtype
+    assert len(seen_m) > 1
+    a = renamer(train.prompts[0], train.targets[0], np.random.default_rng(5))
+    b = renamer(train.prompts[0], train.targets[0], np.random.default_rng(5))
+    assert a[0].tolist() == b[0].tolist() and [t.tolist() for t in a[1]] == [t.tolist() for t in b[1]]
+
+
+def test_batch_sampler_renames_about_the_share_asked_and_not_at_zero(vocab, expert_trace):
+    from nsr.examples import VariableRenamer
+
+    train, _, _ = convert_files([expert_trace], vocab, val_fraction=0.0)
+    plain = BatchSampler(train, 400, 6, np.random.default_rng(0)).sample()
+    off = BatchSampler(train, 400, 6, np.random.default_rng(0), VariableRenamer(vocab), 0.0).sample()
+    assert [p.tolist() for p in off[0]] == [p.tolist() for p in plain[0]]
+    on = BatchSampler(train, 400, 6, np.random.default_rng(0), VariableRenamer(vocab), 0.5).sample()
+    changed = sum(p[1] != q[1] or p.tolist() != q.tolist() for p, q in zip(on[0], plain[0]))
+    assert 0.2 * 400 < changed <= 0.6 * 400  # renamed with chance 0.5 (a renaming can be the identity)
+
+
 def test_pack_batch_layout(vocab):
     prompts = [np.array([2, 9, 62, 6]), np.array([2, 10, 6])]
     targets = [[np.array([72, 3]), np.array([62, 72, 82, 3])], [np.array([73, 3])]]
