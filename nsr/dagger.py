@@ -66,6 +66,8 @@ class DAggerConfig(Config):
     finetune_steps: int = param(500, "fine-tuning steps per iteration", Int(1, 10**9))
     finetune_lr: float = param(3e-4, "fine-tuning learning rate", Float(0.0, 10.0, lo_open=True))
     train_batch_size: int = param(32, "states per training step", Int(1, 1_000_000))
+    rename_variables: float = param(0.0, "chance a training state is shown with its variables renamed into a "
+                                         "larger problem's (as train.py --rename_variables)", Float(0.0, 1.0))
     batch_size: int = param(32, "problems per model call (rollouts and evaluation)", Int(1, 100_000))
     device: Optional[str] = param(None, "torch device", Rule("str", optional=True))
     executor: str = param("local", "where rollouts and relabeling run (ray: a Ray cluster)",
@@ -217,6 +219,7 @@ def run_dagger(cfg: DAggerConfig, evolution: EvolutionConfig, metadata: Optional
         tc = TrainConfig(traces=tuple(traces), trace_weights=tuple(weights), name=run_name, output_dir=ck_dir,
                          steps=steps, batch_size=cfg.train_batch_size, seed=cfg.seed, eval_every=max(1, steps // 4),
                          save_every=steps, targets=cfg.targets, init_from=init_from, device=cfg.device,
+                         rename_variables=cfg.rename_variables,
                          quiet=cfg.quiet, resume=os.path.isdir(os.path.join(ck_dir, run_name)),  # continue a cut one
                          **({"lr": lr, "warmup_steps": 20} if lr else {}))
         return train(tc)

@@ -478,8 +478,9 @@ def test_dagger_resume_after_an_interruption_continues(tmp_path, dagger_run, mon
     monkeypatch.setattr(nsr.trainer, "train", lambda cfg: calls.append(cfg) or orig_train(cfg))
     monkeypatch.setattr(nsr.drivers, "write_traces", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rollout")))
     monkeypatch.setattr(nsr.relabel, "relabel_file", lambda *a, **k: (_ for _ in ()).throw(AssertionError("relabel")))
-    assert run_main(dagger.main, new_args + ["--resume"]) == 0
+    assert run_main(dagger.main, new_args + ["--resume", "--rename_variables", "0.5"]) == 0
     assert len(calls) == 1 and calls[0].init_from is not None  # only the fine-tune
+    assert calls[0].rename_variables == 0.5  # the training flag reaches the fine-tune
     rows = _results(copy)
     assert [(r["iteration"], r["method"]) for r in rows] == [("expert", "basic_sr"), ("0", "neural"),
                                                              ("1", "neural")]
