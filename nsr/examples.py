@@ -233,7 +233,11 @@ _CONVERTED: dict = {}
 
 
 def _convert_file(path, vocab, mode, targets, max_members, val_fraction, progress=None):
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        load_traces(path)  # the safe loader's one-line error for a missing or unreadable file
+        raise
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns, tuple(vocab.tokens), mode, targets, max_members,
            val_fraction)
     if key not in _CONVERTED:
