@@ -35,18 +35,16 @@ def main(argv=None):
     a = p.parse_args(argv)
     import torch
 
+    from bench.bench_neural import COMPARE_SETS, load_set
     from nsr.config import EvolutionConfig, SamplingConfig
-    from nsr.datasets import EXPRESSIONS_DIR, file_constants, file_operator_set, load_expressions
+    from nsr.datasets import EXPRESSIONS_DIR
     from nsr.neural import NeuralProposer
     from nsr.search import Searcher
     from nsr.traces import seed_for
 
-    path = os.path.join(EXPRESSIONS_DIR, "feynman_100.pkl.gz")
-    d = load_expressions(path)
-    recs = d["records"][: a.problems]
-    evo = EvolutionConfig(population_size=20, num_generations=a.generations, early_stop=False,
-                          operator_set=file_operator_set(d["metadata"], None, path),
-                          constants=file_constants(d["metadata"], None, path), constant_fitting=a.constant_fitting)
+    _, opset, consts, recs = load_set(os.path.join(EXPRESSIONS_DIR, COMPARE_SETS["feynman"] + ".pkl.gz"), a.problems)
+    evo = EvolutionConfig(population_size=20, num_generations=a.generations, early_stop=False, operator_set=opset,
+                          constants=consts, constant_fitting=a.constant_fitting)
     searcher = Searcher(evo, SamplingConfig(checkpoint=a.checkpoint, device=a.device))
     searcher.load()
     threads = torch.get_num_threads()

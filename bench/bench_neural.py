@@ -147,7 +147,7 @@ def recorded_expert_runs(paths, set_name, seeds, n) -> list:
     missing = [(s, i) for s in seeds for i in range(n) if (s, i) not in found]
     if missing:
         fail(f"--expert_runs lack {len(missing)} expert runs of {set_name} (first: seed {missing[0][0]}, "
-                 f"problem {missing[0][1]})")
+             f"problem {missing[0][1]})")
     return [found[(s, i)] for s in seeds for i in range(n)]
 
 

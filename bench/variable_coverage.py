@@ -60,17 +60,16 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
+    from bench.bench_neural import COMPARE_SETS, load_set
     from nsr.config import EvolutionConfig, SamplingConfig
-    from nsr.datasets import EXPRESSIONS_DIR, file_constants, file_operator_set, load_expressions
+    from nsr.datasets import EXPRESSIONS_DIR
     from nsr.search import Searcher
 
-    path = os.path.join(EXPRESSIONS_DIR, "feynman_100.pkl.gz")
-    d = load_expressions(path)
-    records = [dict(r, X=r["X"][: a.points], y=r["y"][: a.points]) for r in d["records"] if r["X"].shape[1] >= 4]
+    _, opset, consts, recs = load_set(os.path.join(EXPRESSIONS_DIR, COMPARE_SETS["feynman"] + ".pkl.gz"))
+    records = [dict(r, X=r["X"][: a.points], y=r["y"][: a.points]) for r in recs if r["X"].shape[1] >= 4]
     records = records[: a.problems]
     evo = EvolutionConfig(population_size=20, num_generations=a.generations, early_stop=False, constant_fitting=10,
-                          operator_set=file_operator_set(d["metadata"], None, path),
-                          constants=file_constants(d["metadata"], None, path), collect_trajectory=True)
+                          operator_set=opset, constants=consts, collect_trajectory=True)
     methods = [("expert", None)] + [tuple(c.split("=", 1)) for c in a.checkpoints]
     rows = []
     for name, folder in methods:

@@ -26,7 +26,8 @@ from nsr.trainer import TrainConfig
 def parse_args(argv):
     """(namespace, TrainConfig) of the flags."""
     p = ArgumentParser(description="Convert traces into training examples.")
-    add_arguments(p, TrainConfig, only=("traces", "trace_weights", "mode", "targets", "val_fraction", "max_prompt_members", "quiet"))
+    add_arguments(p, TrainConfig, only=("traces", "trace_weights", "mode", "targets", "val_fraction",
+                                        "max_prompt_members", "quiet"))
     p.add_argument("--output", required=True)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = p.parse_args(argv)
@@ -44,9 +45,9 @@ def main(argv):
         train, val, stats = convert_files(cfg.traces, Vocab(), cfg.mode, cfg.targets, members, cfg.val_fraction,
                                           progress=bar.update, weights=cfg.trace_weights)
     meta = run_metadata(args)
-    meta.update(mode=cfg.mode, targets=cfg.targets, trace_weights=cfg.trace_weights, vocab_version=VOCAB_VERSION, max_prompt_members=members,
-                stats=stats, train_states=len(train), train_targets=train.n_targets, val_states=len(val),
-                val_targets=val.n_targets)
+    meta.update(mode=cfg.mode, targets=cfg.targets, trace_weights=cfg.trace_weights, vocab_version=VOCAB_VERSION,
+                max_prompt_members=members, stats=stats, train_states=len(train), train_targets=train.n_targets,
+                val_states=len(val), val_targets=val.n_targets)
     save_examples(args.output, train, val, meta)
     if not cfg.quiet:
         print(f"{len(train)} train states ({train.n_targets} targets), {len(val)} validation states "
