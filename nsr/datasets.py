@@ -59,15 +59,8 @@ def count_label(n: int) -> str:
 
 
 def validate_expressions(obj, path):
-    records = obj["records"]
-    if not records:
-        raise InputError(f"{path}: the dataset holds no expressions")
+    records = safe_io.checked_records(obj, path, "expressions", ("id", "X", "y"))
     for i, r in enumerate(records):
-        if not isinstance(r, dict):
-            raise InputError(f"{path}: record {i} is not a dict")
-        missing = [k for k in ("id", "X", "y") if k not in r]
-        if missing:
-            raise InputError(f"{path}: record {i} lacks {', '.join(missing)}")
         rid = r["id"] if isinstance(r["id"], (int, np.integer, str)) and len(str(r["id"])) <= 40 else i
         X, y = r["X"], r["y"]
         if not isinstance(X, np.ndarray) or not isinstance(y, np.ndarray):

@@ -831,6 +831,21 @@ def _check_payload(obj, kind, path, numpy_hooks, pids):
     obj.setdefault("metadata", {})
 
 
+def checked_records(obj, path, what, keys):
+    """A loaded file's records, each checked to be a dict holding ``keys``: the first
+    checks every validator makes, worded alike (``what`` names the file's content)."""
+    records = obj["records"]
+    if not records:
+        raise InputError(f"{path}: the {what} file holds no records")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise InputError(f"{path}: record {i} is not a dict")
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise InputError(f"{path}: record {i} lacks {', '.join(map(repr, missing))}")
+    return records
+
+
 # ----------------------------------------------------------------------------
 # writing
 

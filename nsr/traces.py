@@ -128,15 +128,8 @@ def _check_children(gen, prefix, n, n_parents, where):
 
 
 def validate_traces(obj, path, require_trajectories=True):
-    records = obj["records"]
-    if not records:
-        raise InputError(f"{path}: the traces file holds no records")
+    records = safe_io.checked_records(obj, path, "traces", ("X", "y", "trajectory"))
     for i, r in enumerate(records):
-        if not isinstance(r, dict):
-            raise InputError(f"{path}: record {i} is not a dict")
-        for key in ("X", "y", "trajectory"):
-            if key not in r:
-                raise InputError(f"{path}: record {i} lacks {key!r}")
         traj = r["trajectory"]
         if not isinstance(traj, dict) or not isinstance(traj.get("generations"), list):
             raise InputError(f"{path}: record {i} has no trajectory (expected a dict with 'generations')")
