@@ -317,9 +317,10 @@ class VariableRenamer:
     same way in the prompt (its ``<nv>`` token included) and in every target.
 
     Why: the training problems have 1-3 variables, and a model trained on them alone drops x3 and above from its
-    children at once (on Feynman's 4-9-variable equations, 4% of those variables were left in the shipped
-    `dagger`'s last generation, 96% in the expert's: BENCHMARKS.md), so it cannot solve them whatever it learned
-    about their structure. Renamed states teach it that any variable shown may be used."""
+    children at once (on Feynman's 4-9-variable equations, 4% of those variables were left in `dagger_v2`'s last
+    generation, 96% in the expert's: BENCHMARKS.md), so it cannot solve them whatever it learned about their
+    structure. Renamed states teach it that any variable shown may be used; training states from many-variable
+    problems did that better (the shipped `dagger` keeps 92% without renaming), so it is off by default."""
 
     def __init__(self, vocab: Vocab):
         self.var_ids = np.array([vocab.ids[v] for v in VARIABLES if v in vocab.ids], dtype=np.int64)
