@@ -29,6 +29,8 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 from bench.common import CpuMonitor, code_state, machine  # noqa: E402
+from nsr.config import DATA_PRESET  # noqa: E402
+from nsr.pareto import SELECTIONS  # noqa: E402
 
 SETS = {"feynman": ("feynman_100.pkl.gz", "physics"), "nguyen": ("nguyen_12.pkl.gz", "full")}
 
@@ -41,9 +43,15 @@ def load_set(name, limit=None):
     return [(name, i, r, opset) for i, r in enumerate(recs)][:limit]
 
 
-def training_data(record, points):
-    """The first ``points`` points (Nguyen ships 20-100; every method sees the same ones)."""
-    return record["X"][:points], record["y"][:points]
+def training_data(record, points, noise=0.0, seed=0, index=0):
+    """The first ``points`` points (Nguyen ships 20-100; every method sees the same ones); with ``noise``,
+    SRBench's target noise: Gaussian with standard deviation ``noise`` x the RMS of the target, drawn from
+    ``SeedSequence([seed, index, round(noise * 1e6)])`` (so every method sees the same noisy points)."""
+    X, y = record["X"][:points], record["y"][:points]
+    if noise:
+        rng = np.random.default_rng([seed, index, int(round(noise * 1e6))])
+        y = y + rng.normal(0.0, noise * float(np.sqrt(np.mean(y ** 2))), size=y.shape)
+    return X, y
 
 
 def run_basicsr(X, y, opset, budget, seed, a):
@@ -55,12 +63,17 @@ def run_basicsr(X, y, opset, budget, seed, a):
                 max_size=a.max_size, max_depth=a.max_depth,
                 tournament_size=a.tournament_size, crossover_prob=a.crossover_prob,
                 point_mutation_prob=a.point_mutation_prob, linear_scaling=not a.no_linear_scaling,
-                parsimony=a.parsimony, polish=a.polish,
+                parsimony=a.parsimony, polish=a.polish, model_selection=a.model_selection,
                 max_evaluations=budget, seed=seed).fit(X, y)
     st = m.problem_.stats
-    return dict(expression=str(m.best_model_), evaluations=int(st["model_evaluations"]),
+    front = [dict(complexity=e["complexity"], loss=e["loss"], equation=e["equation"]) for e in _records(m.equations_)]
+    return dict(expression=str(m.best_model_), evaluations=int(st["model_evaluations"]), front=front,
                 distinct=int(st["evaluations"]), generations=len(m.best_progression), time=time.perf_counter() - t0,
                 train_mse=m.get_final_mse())
+
+
+def _records(frame):
+    return frame.to_dict("records") if hasattr(frame, "to_dict") else frame
 
 
 def run_operon_method(X, y, opset, budget, seed, a):
@@ -78,21 +91,29 @@ METHODS = {"basicsr": run_basicsr, "operon": run_operon_method}
 
 def one_run(task):
     """A (method, problem, seed) run, scored: in a worker process (sympy's time limit needs its main thread)."""
-    method, set_name, index, record, opset, seed, a = task
-    from nsr.metrics import accuracy_solution, fresh_r2, symbolic_solution
+    method, set_name, index, record, opset, seed, noise, a = task
+    from nsr.expressions import parse
+    from nsr.metrics import fresh_r2, symbolic_solution
 
-    X, y = training_data(record, a.points)
+    X, y = training_data(record, a.points, noise, seed, index)
     out = METHODS[method](X, y, opset, a.budget, seed, a)
-    r2 = fresh_r2(out["expression"], record, seed=seed)
+    r2 = fresh_r2(out["expression"], record, seed=seed)  # on noiseless fresh points
+    threshold = a.r2_threshold if a.r2_threshold is not None else (0.999 if noise else 0.99999)
     out.update(method=method, set=set_name, index=index, name=record.get("name", str(index)), seed=seed,
-               target=record["expression"], r2=r2, accuracy=accuracy_solution(r2),
+               noise=noise, target=record["expression"], r2=r2, accuracy=bool(r2 >= threshold),
+               size=len(parse(out["expression"])),
                symbolic=bool(r2 > 0.5 and symbolic_solution(out["expression"], record["expression"])))
+    if a.check_front and out.get("front") is not None and out["accuracy"]:
+        # is the truth (or an equal formula) on the front? numeric filter first: sympy only for close ones
+        out["truth_on_front"] = any(fresh_r2(e["equation"], record, seed=seed) >= 0.999
+                                    and symbolic_solution(e["equation"], record["expression"]) for e in out["front"])
     return out
 
 
 def solve(a):
     problems = [p for s in a.sets for p in load_set(s, a.limit)]
-    tasks = [(m, s, i, r, op, seed, a) for seed in a.seeds for (s, i, r, op) in problems for m in a.methods]
+    tasks = [(m, s, i, r, op, seed, noise, a) for noise in a.noise for seed in a.seeds for (s, i, r, op) in problems
+             for m in a.methods]
     rows, mon = [], CpuMonitor()
     # each finished run also goes to JSON.rows.jsonl at once: a long run stopped half-way keeps what it measured
     partial = open(a.json + ".rows.jsonl", "w") if a.json else None
@@ -103,25 +124,28 @@ def solve(a):
                 partial.write(json.dumps(out, default=float) + "\n")
                 partial.flush()
             if not a.quiet:
-                print(f"{out['method']:8s} {out['name']:10s} seed {out['seed']} r2 {out['r2']:.6f} "
+                print(f"{out['method']:8s} {out['name']:10s} seed {out['seed']} noise {out['noise']:g} r2 {out['r2']:.6f} "
                       f"acc {int(out['accuracy'])} sym {int(out['symbolic'])} evals {out['evaluations']} "
                       f"{out['time']:.1f}s  {out['expression'][:70]}", flush=True)
     load = mon.stop()
     summary = []
-    for s in a.sets:
-        for m in a.methods:
-            rs = [r for r in rows if r["set"] == s and r["method"] == m]
-            summary.append(dict(set=s, method=m, runs=len(rs), accuracy=sum(r["accuracy"] for r in rs),
-                                symbolic=sum(r["symbolic"] for r in rs),
-                                median_evaluations=statistics.median(r["evaluations"] for r in rs),
-                                median_time=statistics.median(r["time"] for r in rs),
-                                total_time=sum(r["time"] for r in rs)))
-    print("\n| set | method | runs | accuracy solutions | symbolic solutions | median evaluations | median s/run |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    for s, noise, m in [(s, noise, m) for s in a.sets for noise in a.noise for m in a.methods]:
+        rs = [r for r in rows if r["set"] == s and r["method"] == m and r["noise"] == noise]
+        fronts = [r["truth_on_front"] for r in rs if "truth_on_front" in r]
+        summary.append(dict(set=s, noise=noise, method=m, runs=len(rs), accuracy=sum(r["accuracy"] for r in rs),
+                            symbolic=sum(r["symbolic"] for r in rs),
+                            median_size=statistics.median(r["size"] for r in rs),
+                            truth_on_front=f"{sum(fronts)}/{len(fronts)}" if fronts else "-",
+                            median_evaluations=statistics.median(r["evaluations"] for r in rs),
+                            median_time=statistics.median(r["time"] for r in rs),
+                            total_time=sum(r["time"] for r in rs)))
+    print("\n| set | noise | method | runs | accuracy solutions | symbolic solutions | median size | truth on front "
+          "(solved runs) | median evaluations | median s/run |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in summary:
-        print(f"| {r['set']} | {r['method']} | {r['runs']} | {r['accuracy']} ({100 * r['accuracy'] / r['runs']:.0f}%) | "
-              f"{r['symbolic']} ({100 * r['symbolic'] / r['runs']:.0f}%) | {r['median_evaluations']:,.0f} | "
-              f"{r['median_time']:.1f} |")
+        print(f"| {r['set']} | {r['noise']:g} | {r['method']} | {r['runs']} | {r['accuracy']} "
+              f"({100 * r['accuracy'] / r['runs']:.0f}%) | {r['symbolic']} ({100 * r['symbolic'] / r['runs']:.0f}%) | "
+              f"{r['median_size']:g} | {r['truth_on_front']} | {r['median_evaluations']:,.0f} | {r['median_time']:.1f} |")
     print(f"\nother processes used {load['other_cpu']:.1f} CPU-s over {load['wall']:.0f} s")
     return dict(rows=rows, summary=summary, load=load)
 
@@ -203,22 +227,31 @@ def main(argv=None):
     p.add_argument("--limit", type=int, default=None, help="first N problems of each set")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--budget", type=int, default=100_000, help="model evaluations per run (fitting included)")
+    p.add_argument("--noise", type=float, nargs="+", default=[0.0],
+                   help="target noise levels (SRBench: Gaussian, std = level x RMS of the target; test points clean)")
+    p.add_argument("--r2_threshold", type=float, default=None,
+                   help="fresh-point R^2 of an accuracy solution (default: 0.99999 without noise, 0.999 with)")
+    p.add_argument("--check_front", action="store_true",
+                   help="for each accuracy solution, check whether the truth is on BasicSR's front")
     p.add_argument("--points", type=int, default=500, help="training points (the first N of each record)")
-    p.add_argument("--lm_iterations", type=int, default=10)
-    p.add_argument("--basicsr_population", type=int, default=500)
+    p.add_argument("--lm_iterations", type=int, default=DATA_PRESET["constant_fitting"])
+    p.add_argument("--basicsr_population", type=int, default=DATA_PRESET["population_size"])
     p.add_argument("--operon_population", type=int, default=1000)
     p.add_argument("--operon_max_length", type=int, default=50)
     b = p.add_argument_group("BasicSR settings (defaults: tuned on every 5th Feynman equation, 100k evaluations)")
     b.add_argument("--basicsr_lm_iterations", type=int, default=None, help="default: --lm_iterations")
-    b.add_argument("--max_size", type=int, default=40)
-    b.add_argument("--max_depth", type=int, default=4)
-    b.add_argument("--tournament_size", type=int, default=5)
-    b.add_argument("--crossover_prob", type=float, default=0.9)
-    b.add_argument("--point_mutation_prob", type=float, default=0.5)
+    b.add_argument("--max_size", type=int, default=DATA_PRESET["max_size"])
+    b.add_argument("--max_depth", type=int, default=DATA_PRESET["max_depth"])
+    b.add_argument("--tournament_size", type=int, default=DATA_PRESET["tournament_size"])
+    b.add_argument("--crossover_prob", type=float, default=DATA_PRESET["crossover_prob"])
+    b.add_argument("--point_mutation_prob", type=float, default=DATA_PRESET["point_mutation_prob"])
     b.add_argument("--no_linear_scaling", action="store_true", help="turn off BasicSR's linear scaling")
     b.add_argument("--parsimony", type=float, default=1e-3, help="fitness penalty per node (BasicSR's default)")
     b.add_argument("--polish", type=int, default=0, help="BasicSR's polish: LM iterations of the final "
                                                          "simplification (0: off, BasicSR's default)")
+    b.add_argument("--model_selection", choices=SELECTIONS, default="accuracy",
+                   help="the reported model: lowest error (BasicSR's default) or PySR's rule on the front ('best', "
+                        "the data preset's)")
     p.add_argument("--generations", type=int, default=10, help="throughput: generations per run")
     p.add_argument("--repeats", type=int, default=3, help="throughput: runs per target")
     p.add_argument("--workers", type=int, default=2)

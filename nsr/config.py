@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from .operators import BINARY, OPERATOR_SETS, UNARY
+from .pareto import SELECTIONS
 from .safe_io import InputError
 
 
@@ -212,6 +213,10 @@ class EvolutionConfig(Config):
     polish: int = param(0, "after the search, simplify the reported model on the training data: fold subtrees "
                            "constant on it, refit its constants with this many LM iterations, prune what does not "
                            "help the error (0: off; needs constant_fitting)", Int(0, 10_000))
+    model_selection: str = param("accuracy", "which model of the run's accuracy-vs-complexity front is reported: "
+                                             "'accuracy' the lowest training error, 'best' PySR's rule (the "
+                                             "highest score within 1.5x of the lowest error; nsr/pareto.py)",
+                                 Rule("str", choices=SELECTIONS))
     collect_trajectory: bool = param(False, "record every generation (traces)", BOOL, cli=False)
 
     def validate(self):
@@ -285,6 +290,13 @@ class RunConfig(Config):
 
 # Runs that make or use model traces default to the population the shipped models are trained on.
 ROLLOUT_DEFAULTS = {"population_size": 20}
+# Fitting a user's table (basic_sr.py --data, BasicSR(**DATA_PRESET)): the settings tuned on AI Feynman (every fifth
+# equation at 100k evaluations, BENCHMARKS.md issue 11) with polish, and PySR's model choice from the front, which
+# noisy data needs. The expressions-file and trace paths keep the fields' defaults (shipped traces, checkpoints).
+DATA_PRESET = {"population_size": 500, "num_generations": 10_000_000, "max_evaluations": 100_000,
+               "operator_set": "physics", "constant_fitting": 10, "linear_scaling": True, "polish": 100,
+               "max_size": 40, "max_depth": 4, "tournament_size": 5, "crossover_prob": 0.9,
+               "point_mutation_prob": 0.5, "model_selection": "best"}
 # Scripts over an expressions file take its operator set and constants unless told otherwise.
 FILE_DEFAULTS = {"operator_set": None, "constants": None}
 

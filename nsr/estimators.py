@@ -15,10 +15,12 @@ from dataclasses import fields
 
 import numpy as np
 
-from .config import ROLLOUT_DEFAULTS, EvolutionConfig, Rule, SamplingConfig
+from .config import DATA_PRESET, ROLLOUT_DEFAULTS, EvolutionConfig, Rule, SamplingConfig
 from .expressions import Expression
+from .metrics import r2_score
 from .safe_io import InputError
 from .search import Searcher, validate_xy
+from .tables import from_frame, variable_names
 from .traces import seed_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,22 +110,104 @@ class _Estimator:
     def searcher(self) -> Searcher:
         return Searcher(self.evolution_config())
 
-    def _finish(self, problem):
+    def _finish(self, problem, names=None):
         self.problem_ = problem
-        self.best_model_ = Expression(problem.best_tokens())
-        self.best_progression = list(problem.best_progression)
-        self.trajectory = Trajectory(problem.trajectory()) if self.collect_trajectory else None
+        tokens, self._final_mse = problem.reported()
+        self.variable_names_ = variable_names(names) if names is not None else None
+        self.best_model_ = Expression(tokens, self.variable_names_)
         self.n_features_in_ = problem.X.shape[1]
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         return self
 
     def predict(self, X):
+        if not hasattr(self, "best_model_"):
+            raise _not_fitted(self)
+        X, _, names, _ = from_frame(X)
+        expected = getattr(self, "feature_names_in_", None)
+        if names is not None and expected is not None and list(names) != list(expected):
+            missing = [c for c in expected if c not in names]
+            if missing:
+                raise ValueError(f"X lacks the fitted column(s) {', '.join(map(repr, missing))}")
+            X = X[:, [list(names).index(c) for c in expected]]  # the fitted order
         X = np.asarray(X, dtype=np.float64)
         if X.ndim == 1:
+            if self.n_features_in_ != 1:
+                raise ValueError(f"Expected 2D array, got 1D array instead: Reshape your data (fitted on "
+                                 f"{self.n_features_in_} features)")
             X = X[:, None]
+        if not np.all(np.isfinite(X)):
+            raise ValueError("Input X contains NaN or infinity")
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[-1] if X.ndim else 0} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input")
         return self.best_model_.evaluate(X)
 
+    def score(self, X, y) -> float:
+        """R² of the predictions (scikit-learn's regressor score)."""
+        return r2_score(np.asarray(y, dtype=np.float64).ravel(), self.predict(X))
+
+    @property
+    def best_progression(self) -> list:
+        """The best training MSE of each generation."""
+        return list(self.problem_.best_progression)
+
+    @property
+    def trajectory(self):
+        """The recorded evolution (a :class:`Trajectory`), with ``collect_trajectory=True``; else None."""
+        return Trajectory(self.problem_.trajectory()) if self.collect_trajectory else None
+
     def get_final_mse(self) -> float:
-        return float(self.problem_.mse[self.problem_.best_index()])
+        """The reported model's MSE on the training data."""
+        return float(self._final_mse)
+
+    @property
+    def equations_(self):
+        """The run's front (:mod:`nsr.pareto`), by complexity: ``complexity, loss`` (training MSE), ``score``,
+        ``equation`` (text in the variable names), ``expression`` (an :class:`Expression`) and ``selected`` (the
+        model ``best_model_`` is). A pandas DataFrame when pandas is installed, else a list of dicts."""
+        if not hasattr(self, "problem_"):
+            raise _not_fitted(self)
+        rows = []
+        for e in self.problem_.front.entries():
+            expr = Expression(e["tokens"], self.variable_names_)
+            rows.append({"complexity": e["complexity"], "loss": e["loss"], "score": e["score"],
+                         "equation": str(expr), "expression": expr, "selected": expr == self.best_model_})
+        try:
+            import pandas as pd
+        except ImportError:
+            return rows
+        return pd.DataFrame(rows, columns=["complexity", "loss", "score", "equation", "expression", "selected"])
+
+    def __sklearn_tags__(self):  # scikit-learn asks only when it is installed; it is not a dependency
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(estimator_type="regressor", target_tags=TargetTags(required=True),
+                    regressor_tags=RegressorTags(), input_tags=InputTags())
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "best_model_")
+
+
+def _warn_column_y():
+    import warnings
+
+    try:
+        from sklearn.exceptions import DataConversionWarning as W
+    except ImportError:
+        W = UserWarning
+    warnings.warn("A column-vector y was passed when a 1d array was expected; it is used as y.ravel()", W,
+                  stacklevel=3)
+
+
+def _not_fitted(est):
+    try:
+        from sklearn.exceptions import NotFittedError
+    except ImportError:
+        NotFittedError = AttributeError
+    return NotFittedError(f"this {type(est).__name__} is not fitted yet: call fit first")
 
 
 class BasicSR(_Estimator):
@@ -133,11 +217,22 @@ class BasicSR(_Estimator):
     >>> print(model.best_model_, model.get_final_mse())
     """
 
+    @classmethod
+    def for_data(cls, **params):
+        """The data-fitting preset (``nsr.config.DATA_PRESET``: fitted constants, linear scaling, polish, the
+        Feynman-tuned population and the ``physics`` operators, 100k evaluations, PySR's model choice) with
+        ``params`` on top."""
+        return cls(**{**DATA_PRESET, **params})
+
     def fit(self, X, y, rng=None):
+        """Fit arrays, or a DataFrame (its column names become the variable names) and a Series."""
+        X, y, names, _ = from_frame(X, y)
+        if getattr(y, "ndim", 1) == 2 and y.shape[1] == 1:
+            _warn_column_y()
         searcher = self.searcher()
         problem = searcher.problem(X, y, rng if rng is not None else np.random.default_rng(self.seed))
         searcher.run([problem])
-        return self._finish(problem)
+        return self._finish(problem, names)
 
 
 class BatchedNeuralSR(_Estimator):
@@ -205,8 +300,9 @@ class BatchedNeuralSR(_Estimator):
         y_batch = y_batch if y_batch is not None else y_list
         problems = self.run_problems(self.make_problems(X_batch, y_batch), batch_size)
         self.problems_ = problems
-        models = [Expression(p.best_tokens()) for p in problems]
-        mses = [float(p.mse[p.best_index()]) for p in problems]
+        reported = [p.reported() for p in problems]
+        models = [Expression(tokens) for tokens, _ in reported]
+        mses = [mse for _, mse in reported]
         trajectories = [Trajectory(p.trajectory()) for p in problems]
         return models, mses, trajectories
 

@@ -17,11 +17,12 @@ from .search import Searcher
 
 def eval_result(searcher: Searcher, job, problem, seconds: float) -> dict:
     """``collect`` for evaluation: what was found and how good it is on fresh points."""
-    text = format_infix(problem.best_tokens())
+    tokens, train_mse = problem.reported()
+    text = format_infix(tokens)
     r2 = fresh_r2(text, job.record, seed=job.seed) if job.record.get("expression") else None  # needs the truth
     st = problem.stats
     return {"id": job.problem_id, "index": job.index, "seed": job.seed, "target": job.record.get("expression"),
-            "found": text, "train_mse": float(problem.mse[problem.best_index()]), "r2": r2,
+            "found": text, "train_mse": train_mse, "r2": r2,
             "solved": r2 is not None and accuracy_solution(r2), "generations": len(problem.best_progression),
             "time": float(seconds), "well_formed_pct": st.get("well_formed_pct"), "model_time": st.get("model_time")}
 

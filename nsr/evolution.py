@@ -9,8 +9,9 @@ mixture); a single run is a batch of one.
 Each generation the new population is the previous fittest individual (the
 elite, index 0) followed by the proposer's children. Fitness is ``-(MSE /
 var(y)) - parsimony * size``; a candidate that is non-finite on any point has
-fitness ``-inf``. The reported best is the lowest-MSE individual (see
-:meth:`Problem.best_index`).
+fitness ``-inf``. The best is the lowest-MSE individual (see
+:meth:`Problem.best_index`); each run also keeps its accuracy-versus-complexity
+front (:mod:`nsr.pareto`), from which ``model_selection`` picks the reported model.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import numpy as np
 from . import kernels
 from .config import EvolutionConfig
 from .expressions import Primitives, const_token, format_infix
+from .pareto import Front, select
 from .simplify import polish
 
 OPERATOR_NAMES = ("initial", "crossover", "mutation", "elite", "neural")
@@ -80,6 +82,7 @@ class Problem:
         self._stop_at = None
         self._reported = None  # set by polish
         self._t0 = None
+        self.front = Front()
         self.stats.update(evaluations=0, proposals=0, model_evaluations=0)
 
     # -- population bookkeeping ------------------------------------------------
@@ -141,6 +144,7 @@ class Problem:
         best_mse = float(self.mse[best])
         self.best_progression.append(best_mse)
         self.parents_history.append(parents)
+        self.front.offer(self.mse, self.lengths, self.model_tokens)
         if cfg.collect_trajectory:
             exprs = self._format_all(hashes.tolist())
             with np.errstate(over="ignore"):  # beyond float32 range becomes inf, as it should
@@ -183,6 +187,7 @@ class Problem:
         self.mse[i] = sse / len(self.y)
         self.fitness[i] = kernels.fitness_of(self.mse[i:i + 1], self.lengths[i:i + 1], self.scale, cfg.parsimony)[0]
         self._reported = i
+        self.front.offer(self.mse[i:i + 1], self.lengths[i:i + 1], lambda _: self.model_tokens(i))
         self.stats["model_evaluations"] += evals
         self.stats["polish_evaluations"] = evals
 
@@ -227,6 +232,16 @@ class Problem:
     def best_tokens(self) -> tuple:
         """The reported model: the lowest-MSE individual (with its linear scaling, if on)."""
         return self.model_tokens(self.best_index())
+
+    def reported(self) -> tuple:
+        """(model tokens, training MSE) of the model the run reports, by ``config.model_selection``: the best
+        (lowest MSE, polished) for ``accuracy``, else the front's pick (:func:`nsr.pareto.select`)."""
+        if self.config.model_selection == "accuracy":
+            i = self.best_index()
+            return self.model_tokens(i), float(self.mse[i])
+        entries = self.front.entries()
+        e = entries[select(entries, self.config.model_selection)]
+        return e["tokens"], e["loss"]
 
     def ancestors_of_best(self) -> list:
         """Per generation, the sorted indices of the individuals the final best descends from."""

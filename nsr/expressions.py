@@ -173,13 +173,17 @@ def variables_used(tokens: Sequence[str]) -> set:
 # infix text
 
 
-def format_infix(tokens: Sequence[str]) -> str:
-    """Parenthesised infix: ``(x0 + 1.0)``, ``sin(x0)``, ``(x0 * (-1.0))``; exact inverse of :func:`parse`."""
+def format_infix(tokens: Sequence[str], names: Sequence[str] | None = None) -> str:
+    """Parenthesised infix: ``(x0 + 1.0)``, ``sin(x0)``, ``(x0 * (-1.0))``; exact inverse of :func:`parse`.
+    ``names[i]`` is shown for ``xi`` (a table's column names; :func:`parse` reads them back with ``names``)."""
     stack = []
     for tok in reversed(tokens):
         a = ARITY.get(tok)
         if a is None:
-            if tok not in _VAR_INDEX and tok != FIT_TOKEN and not is_constant(tok):
+            if tok in _VAR_INDEX:
+                stack.append(names[_VAR_INDEX[tok]] if names is not None else tok)
+                continue
+            if tok != FIT_TOKEN and not is_constant(tok):
                 raise ExpressionError(f"unknown token {shorten(tok)}")
             # negative constants in parentheses: "(-1.0) ^ 2.0" must not read as -(1.0 ^ 2.0)
             stack.append(f"({tok})" if tok[0] == "-" else tok)
@@ -245,22 +249,25 @@ _NAMED_CONSTANTS = {"pi": math.pi, "E": math.e}
 _UNARY_MINUS_PRECEDENCE = 3
 
 
-def parse(text: str) -> tuple:
+def parse(text: str, names: Sequence[str] | None = None) -> tuple:
     """Parse infix text into prefix tokens.
 
     Accepts the canonical parenthesised format of :func:`format_infix` (exact
     round trip) and ordinary sympy-style strings: ``x0**2 + sin(x1)``,
     ``2*x0 - x1/3``, unary minus, ``^`` or ``**`` for powers, ``ln`` for
     ``log``, ``pi``. Integers become float constants (``2`` -> ``'2.0'``).
+    With ``names`` (a table's variable names), ``names[i]`` reads as ``xi`` and
+    no other variable name is accepted.
     No code is executed; over-long or over-deep text is an ExpressionError.
     """
     if not isinstance(text, str):
         raise ExpressionError(f"expected a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT:
         raise ExpressionError(f"expression of {len(text)} characters is too long (at most {MAX_TEXT})")
-    fast = _parse_canonical(text)
+    fast = _parse_canonical(text) if names is None else None
     if fast is not None and is_valid(fast):
         return fast
+    named = None if names is None else {n: VARIABLES[i] for i, n in enumerate(names)}
     lexemes = []
     pos = 0
     text_stripped = text.rstrip()
@@ -273,6 +280,11 @@ def parse(text: str) -> tuple:
             lexemes.append(("num", num))
         elif op is not None:
             lexemes.append(("op", op))
+        elif named is not None and name in named:
+            lexemes.append(("var", named[name]))
+        elif named is not None and name in _VAR_INDEX:
+            raise ExpressionError(f"unknown variable {name!r} in {shorten(text)} (the variables are "
+                                  f"{', '.join(names)})")
         else:
             lexemes.append(("name", name))
         pos = m.end()
@@ -344,6 +356,8 @@ class _Parser:
         kind, val = self.take()
         if kind == "num":
             return (const_token(float(val)),)
+        if kind == "var":
+            return (val,)
         if kind == "op" and val == "(":
             inner = self.expression(0)
             self.expect(")")
@@ -371,15 +385,17 @@ class _Parser:
 # sympy (imported lazily: it is slow to import and only needed at the edges)
 
 
-def to_sympy(tokens: Sequence[str]):
-    """Sympy expression with the plain (unprotected) meaning of each operator."""
+def to_sympy(tokens: Sequence[str], names: Sequence[str] | None = None):
+    """Sympy expression with the plain (unprotected) meaning of each operator; ``names[i]`` is ``xi``'s symbol."""
     import sympy as sp
 
     stack = []
     for tok in reversed(tuple(tokens)):
         a = arity(tok)
         if a == 0:
-            if tok in _VAR_INDEX or tok == FIT_TOKEN:
+            if tok in _VAR_INDEX and names is not None:
+                stack.append(sp.Symbol(names[_VAR_INDEX[tok]], real=True))
+            elif tok in _VAR_INDEX or tok == FIT_TOKEN:
                 stack.append(sp.Symbol(tok, real=True))
             else:
                 v = float(tok)
@@ -432,31 +448,49 @@ def evaluate(tokens: Sequence[str], X: np.ndarray) -> np.ndarray:
 
 
 class Expression:
-    """An immutable expression: ``Expression.parse('(x0 + 1.0)')``, ``e.tokens``, ``str(e)``."""
+    """An immutable expression: ``Expression.parse('(x0 + 1.0)')``, ``e.tokens``, ``str(e)``.
 
-    __slots__ = ("tokens",)
+    ``names`` (a table's variable names, ``names[i]`` for ``xi``) changes only how it is shown: ``str``,
+    ``to_sympy`` and ``latex`` use them; the tokens stay ``x0..x9``."""
 
-    def __init__(self, tokens: Iterable[str]):
-        object.__setattr__(self, "tokens", check(tokens))
+    __slots__ = ("tokens", "names")
+
+    def __init__(self, tokens: Iterable[str], names: Sequence[str] | None = None):
+        tokens = check(tokens)
+        if names is not None:
+            names = tuple(names)
+            used = variables_used(tokens)
+            if any(_VAR_INDEX[v] >= len(names) for v in used):
+                raise ExpressionError(f"{len(names)} variable names for an expression using {sorted(used)}")
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "names", names)
 
     def __setattr__(self, *_):
         raise AttributeError("Expression is immutable")
 
+    def __reduce__(self):  # pickles as plain data (tokens and names), despite the immutability
+        return (Expression, (self.tokens, self.names))
+
     @classmethod
-    def parse(cls, text: str) -> "Expression":
-        return cls(parse(text))
+    def parse(cls, text: str, names: Sequence[str] | None = None) -> "Expression":
+        return cls(parse(text, names), names)
 
     def __str__(self):
-        return format_infix(self.tokens)
+        return format_infix(self.tokens, self.names)
 
     def __repr__(self):
-        return f"Expression({format_infix(self.tokens)!r})"
+        return f"Expression({str(self)!r})"
 
     def __eq__(self, other):
-        return isinstance(other, Expression) and other.tokens == self.tokens
+        return isinstance(other, Expression) and (other.tokens, other.names) == (self.tokens, self.names)
 
     def __hash__(self):
         return hash(self.tokens)
+
+    def latex(self) -> str:
+        import sympy as sp
+
+        return sp.latex(self.to_sympy())
 
     @property
     def size(self) -> int:
@@ -470,7 +504,7 @@ class Expression:
         return evaluate(self.tokens, X)
 
     def to_sympy(self):
-        return to_sympy(self.tokens)
+        return to_sympy(self.tokens, self.names)
 
 
 # ----------------------------------------------------------------------------

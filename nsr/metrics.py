@@ -41,7 +41,12 @@ def fresh_r2(found_text, record, n=1000, seed=0) -> float:
     X = fresh_points(record, n, seed)
     y = evaluate(parse(record["expression"]), X)
     with np.errstate(all="ignore"):
-        pred = evaluate(parse(found_text), X)
+        return r2_score(y, evaluate(parse(found_text), X))
+
+
+def r2_score(y, pred) -> float:
+    """The coefficient of determination; -inf where either side is not finite."""
+    with np.errstate(all="ignore"):
         if not np.all(np.isfinite(pred)) or not np.all(np.isfinite(y)):
             return -np.inf
         ss_res = float(np.sum((y - pred) ** 2))

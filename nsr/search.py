@@ -19,13 +19,22 @@ from .safe_io import InputError
 
 
 def validate_xy(X, y):
-    """Float64 (X 2-D, y 1-D) or a ValueError naming the problem."""
+    """Float64 (X 2-D, y 1-D) or a ValueError naming the problem (1-D ``X`` is one variable)."""
+    if y is None:
+        raise ValueError("this estimator requires y to be passed, but the target y is None")
+    for name, v in (("X", X), ("y", y)):
+        if hasattr(v, "toarray") or type(v).__module__.startswith("scipy.sparse"):
+            raise TypeError(f"sparse {name} is not supported: pass a dense array ({name}.toarray())")
+        if np.iscomplexobj(np.asarray(v)):
+            raise ValueError(f"Complex data not supported ({name} is complex)")
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (n_points x n_vars), got shape {X.shape}")
+    if X.shape[1] == 0:
+        raise ValueError(f"0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
     if y.ndim != 1:
         y = y.ravel() if y.ndim == 2 and 1 in y.shape else y
     if y.ndim != 1:

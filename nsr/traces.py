@@ -59,8 +59,7 @@ def storable_data(X, y, where=""):
 def trace_record(problem: Problem, record: dict, index: int, seed: int, elapsed: float, source: str,
                  sampling=None) -> dict:
     """One record of a traces file (see the module docstring)."""
-    best = problem.best_tokens()
-    mse = float(problem.mse[problem.best_index()])
+    best, mse = problem.reported()
     prims = problem.primitives
     X32, y32 = storable_data(problem.X, problem.y, f"expression {record.get('id', index)}: ")
     out = {
