@@ -93,7 +93,7 @@ def one_run(task):
     """A (method, problem, seed) run, scored: in a worker process (sympy's time limit needs its main thread)."""
     method, set_name, index, record, opset, seed, noise, a = task
     from nsr.expressions import parse
-    from nsr.metrics import fresh_r2, symbolic_solution
+    from nsr.metrics import SRBENCH_DIGITS, fresh_r2, symbolic_solution
 
     X, y = training_data(record, a.points, noise, seed, index)
     out = METHODS[method](X, y, opset, a.budget, seed, a)
@@ -103,6 +103,8 @@ def one_run(task):
                noise=noise, target=record["expression"], r2=r2, accuracy=bool(r2 >= threshold),
                size=len(parse(out["expression"])),
                symbolic=bool(r2 > 0.5 and symbolic_solution(out["expression"], record["expression"])))
+    out["symbolic_srbench"] = bool(r2 > 0.5 and symbolic_solution(out["expression"], record["expression"],
+                                                                   digits=SRBENCH_DIGITS))
     if a.check_front and out.get("front") is not None and out["accuracy"]:
         # is the truth (or an equal formula) on the front? numeric filter first: sympy only for close ones
         out["truth_on_front"] = any(fresh_r2(e["equation"], record, seed=seed) >= 0.999
@@ -128,26 +130,57 @@ def solve(a):
                       f"acc {int(out['accuracy'])} sym {int(out['symbolic'])} evals {out['evaluations']} "
                       f"{out['time']:.1f}s  {out['expression'][:70]}", flush=True)
     load = mon.stop()
+    summary = summarize(rows, a)
+    print(f"\nother processes used {load['other_cpu']:.1f} CPU-s over {load['wall']:.0f} s")
+    return dict(rows=rows, summary=summary, load=load)
+
+
+def summarize(rows, a):
     summary = []
     for s, noise, m in [(s, noise, m) for s in a.sets for noise in a.noise for m in a.methods]:
         rs = [r for r in rows if r["set"] == s and r["method"] == m and r["noise"] == noise]
         fronts = [r["truth_on_front"] for r in rs if "truth_on_front" in r]
         summary.append(dict(set=s, noise=noise, method=m, runs=len(rs), accuracy=sum(r["accuracy"] for r in rs),
                             symbolic=sum(r["symbolic"] for r in rs),
+                            symbolic_srbench=sum(r.get("symbolic_srbench", False) for r in rs),
                             median_size=statistics.median(r["size"] for r in rs),
                             truth_on_front=f"{sum(fronts)}/{len(fronts)}" if fronts else "-",
                             median_evaluations=statistics.median(r["evaluations"] for r in rs),
                             median_time=statistics.median(r["time"] for r in rs),
                             total_time=sum(r["time"] for r in rs)))
-    print("\n| set | noise | method | runs | accuracy solutions | symbolic solutions | median size | truth on front "
-          "(solved runs) | median evaluations | median s/run |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| set | noise | method | runs | accuracy solutions | symbolic solutions | symbolic, SRBench rounding | "
+          "median size | truth on front (solved runs) | median evaluations | median s/run |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in summary:
         print(f"| {r['set']} | {r['noise']:g} | {r['method']} | {r['runs']} | {r['accuracy']} "
               f"({100 * r['accuracy'] / r['runs']:.0f}%) | {r['symbolic']} ({100 * r['symbolic'] / r['runs']:.0f}%) | "
+              f"{r['symbolic_srbench']} ({100 * r['symbolic_srbench'] / r['runs']:.0f}%) | "
               f"{r['median_size']:g} | {r['truth_on_front']} | {r['median_evaluations']:,.0f} | {r['median_time']:.1f} |")
-    print(f"\nother processes used {load['other_cpu']:.1f} CPU-s over {load['wall']:.0f} s")
-    return dict(rows=rows, summary=summary, load=load)
+    return summary
+
+
+def _srbench_symbolic(row):
+    from nsr.metrics import SRBENCH_DIGITS, symbolic_solution
+
+    return bool(row["r2"] > 0.5 and symbolic_solution(row["expression"], row["target"], digits=SRBENCH_DIGITS))
+
+
+def rescore(a):
+    """Add SRBench's symbolic check (3-decimal rounding) to solve runs' JSON files written without it, in place;
+    print their summaries. In worker processes: sympy's time limit needs each one's main thread."""
+    for path in a.inputs:
+        with open(path) as f:
+            run = json.load(f)
+        todo = [r for r in run["rows"] if "symbolic_srbench" not in r]
+        with ProcessPoolExecutor(a.workers) as pool:
+            for r, v in zip(todo, pool.map(_srbench_symbolic, todo, chunksize=4)):
+                r["symbolic_srbench"] = v
+        for k, v in vars(a).items():  # the summary's grouping comes from the run's own arguments
+            run["args"].setdefault(k, v)
+        run["summary"] = summarize(run["rows"], argparse.Namespace(**run["args"]))
+        with open(path, "w") as f:
+            json.dump(run, f, indent=1, default=float)
+    return {}
 
 
 def throughput(a):
@@ -220,8 +253,8 @@ def table(a):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("what", choices=["solve", "throughput", "table"])
-    p.add_argument("--inputs", nargs="+", default=[], help="table: JSON files written by solve --json")
+    p.add_argument("what", choices=["solve", "throughput", "table", "rescore"])
+    p.add_argument("--inputs", nargs="+", default=[], help="table, rescore: JSON files written by solve --json")
     p.add_argument("--sets", nargs="+", choices=sorted(SETS), default=["feynman", "nguyen"])
     p.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["basicsr", "operon"])
     p.add_argument("--limit", type=int, default=None, help="first N problems of each set")
@@ -261,6 +294,8 @@ def main(argv=None):
     t0 = time.time()
     if a.what == "table":
         return table(a)
+    if a.what == "rescore":
+        return rescore(a)
     out = solve(a) if a.what == "solve" else throughput(a)
     out.update(args=vars(a), code=code_state(), machine=machine(), wall=time.time() - t0,
                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))

@@ -305,8 +305,10 @@ FILE_DEFAULTS = {"operator_set": None, "constants": None}
 # command-line flags from fields
 
 
-def add_arguments(parser, cls, defaults: Optional[dict] = None, exclude=(), only=None):
-    """Add a flag per field of ``cls`` (its help, default and checks); ``defaults`` overrides defaults."""
+def add_arguments(parser, cls, defaults: Optional[dict] = None, exclude=(), only=None,
+                  unset_help: str = " (default: the input file's own)"):
+    """Add a flag per field of ``cls`` (its help, default and checks); ``defaults`` overrides defaults, and a
+    default overridden to None is described by ``unset_help``."""
     defaults = defaults or {}
     for f in fields(cls):
         meta = f.metadata
@@ -323,7 +325,7 @@ def add_arguments(parser, cls, defaults: Optional[dict] = None, exclude=(), only
             parser.add_argument(f"--{f.name}", **kw)
             continue
         if f.name in defaults and default is None and f.default is not None:
-            help_text += " (default: the input file's own)"
+            help_text += unset_help
         if rule.kind == "bool":
             if meta.get("flag"):  # a True default is switched off by a --no_ flag
                 parser.add_argument(meta["flag"], dest=f.name, action="store_false",

@@ -16,6 +16,7 @@ from .expressions import evaluate, parse
 
 SOLVED_MSE = 1e-10
 R2_SOLVED = 0.99999
+SRBENCH_DIGITS = 3  # SRBench's symbolic check rounds the model's floats to 3 decimals
 
 
 def solved_on_data(mse: float) -> bool:
@@ -95,10 +96,14 @@ class _time_limit:
             signal.signal(signal.SIGALRM, self.old)
 
 
-def symbolic_solution(found_text: str, target_text: str, timeout: float = 10.0) -> bool:
-    """SRBench's *symbolic solution*: after simplifying the model and rounding its floats to 6 decimals,
-    the difference to the true formula or the ratio of the two is a constant (and the model is not itself
-    a constant). False when sympy cannot decide within ``timeout`` seconds."""
+def symbolic_solution(found_text: str, target_text: str, timeout: float = 10.0, digits: int = 6) -> bool:
+    """SRBench's *symbolic solution*: after simplifying the model and rounding its floats to ``digits``
+    decimals, the difference to the true formula or the ratio of the two is a constant (and the model is not
+    itself a constant). False when sympy cannot decide within ``timeout`` seconds.
+
+    ``digits=6`` (the default, stricter than SRBench) is what every noiseless figure uses; SRBench's own check
+    rounds to 3 decimals (``SRBENCH_DIGITS``), which noisy data needs: fitted constants then carry the noise in
+    their fourth digit."""
     import sympy as sp
 
     from .expressions import parse, to_sympy
@@ -106,13 +111,13 @@ def symbolic_solution(found_text: str, target_text: str, timeout: float = 10.0) 
     try:
         with _time_limit(timeout):
             true = to_sympy(parse(target_text))
-            model = _round_floats(sp.simplify(to_sympy(parse(found_text)), ratio=1))
+            model = _round_floats(sp.simplify(to_sympy(parse(found_text)), ratio=1), digits)
             if not model.free_symbols:
                 return False
-            diff = _round_floats(true - model)
-            frac = _round_floats(model / true)
+            diff = _round_floats(true - model, digits)
+            frac = _round_floats(model / true, digits)
             if diff == 0 or frac.is_constant() or diff.is_constant():
                 return True
-            return bool(_round_floats(sp.simplify(diff, ratio=1)).is_constant())
+            return bool(_round_floats(sp.simplify(diff, ratio=1), digits).is_constant())
     except Exception:  # sympy raising anything (seen: OverflowError from evalf, 500k Feynman run) is "cannot decide"
         return False
