@@ -17,7 +17,8 @@ from dataclasses import fields
 
 import numpy as np
 
-from nsr.cli import ArgumentParser, positive_int, run_main
+from nsr import safe_io
+from nsr.cli import ArgumentParser, positive_int, run_main, run_metadata
 from nsr.config import DATA_PRESET, EvolutionConfig, Float, RunConfig, add_arguments, from_args
 from nsr.datafit import fit_table
 from nsr.datasets import DEFAULT_EXPRESSIONS, file_constants, file_operator_set, load_expressions
@@ -31,6 +32,7 @@ from nsr.report import table as text_table
 from nsr.safe_io import InputError, atomic_write_bytes, check_output_file
 from nsr.search import Searcher
 from nsr.tables import DEFAULT_MAX_ROWS, read_table
+from nsr.traces import validate_traces
 
 __all__ = ["BasicSR"]
 PRESETS = {"data": DATA_PRESET, "classic": {}}  # classic: BasicSR()'s own defaults, as every earlier release
@@ -57,7 +59,9 @@ def main(argv):
     d.add_argument("--subsample", action="store_true", help="a longer file: fit a seeded uniform sample of "
                                                             "--max_rows rows instead of failing")
     d.add_argument("--output", metavar="JSON", help="write the result (formula, front, metrics, settings) as JSON")
-    d.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    d.add_argument("--traces", metavar="FILE", help="also record the run as a traces file (.pkl.gz; every "
+                                                    "generation, with the variable names mapped to the columns)")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing --output or --traces")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="default settings: 'data' (fitted constants, linear scaling, polish, population 500, the "
                         "physics operators, 100k evaluations, PySR's model choice; the default for --data) or "
@@ -111,13 +115,14 @@ def main(argv):
 
 def fit_data(args, settings):
     """``--data``: read, split, fit, print the front and the held-out metrics; ``--output`` as JSON."""
-    if args.output:
-        if os.path.exists(args.output) and not args.overwrite:
-            raise InputError(f"{args.output}: exists (pass --overwrite to replace it)")
-        check_output_file(args.output)
+    for out in (args.output, args.traces):
+        if out:
+            if os.path.exists(out) and not args.overwrite:
+                raise InputError(f"{out}: exists (pass --overwrite to replace it)")
+            check_output_file(out)
     table = read_table(args.data, args.target_column, args.features, args.drop_missing, args.max_rows,
                        args.subsample, args.seed)
-    estimator = BasicSR(**settings)
+    estimator = BasicSR(**settings, collect_trajectory=bool(args.traces))
     say = (lambda *a: None) if args.quiet else print
     kept = f"{len(table.y):,} rows" + (f" ({table.rows_dropped:,} with missing values dropped)"
                                        if table.rows_dropped else "")
@@ -148,6 +153,11 @@ def fit_data(args, settings):
         text = json.dumps(_finite(result), indent=1, allow_nan=False) + "\n"
         atomic_write_bytes(args.output, text.encode())
         say(f"wrote {args.output}")
+    if args.traces:
+        meta = dict(run_metadata(args), source="basic_sr", params=result["settings"], seed=args.seed,
+                    num_records=1, data=result["data"])
+        safe_io.save(args.traces, "traces", meta, [estimator.trace_], validate_traces)
+        say(f"wrote {args.traces}")
     return 0
 
 

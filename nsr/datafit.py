@@ -13,6 +13,7 @@ import numpy as np
 from .expressions import Expression
 from .metrics import r2_score
 from .tables import Table, split
+from .traces import trace_record
 
 
 def _mse(y, pred) -> float:
@@ -45,6 +46,10 @@ def fit_table(table: Table, estimator, test_fraction: float = 0.25, seed: int = 
         front.append({"complexity": e["complexity"], "loss": e["loss"], "score": e["score"],
                       "equation": str(expr), "selected": expr.tokens == model.tokens, **metrics(expr)})
     stats = estimator.problem_.stats
+    if estimator.collect_trajectory:  # the run as a trace record, its variables mapped to the table's columns
+        record = {"id": 0, "expression": None, "variable_names": names, "columns": table.features,
+                  "target_name": table.target}
+        estimator.trace_ = trace_record(estimator.problem_, record, 0, seed, seconds, "basic_sr")
     return {
         "data": {"path": table.path, "target": table.target, "features": list(table.features),
                  "variables": dict(zip(table.names, table.features)), "renamed": dict(table.renamed),

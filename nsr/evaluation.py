@@ -24,6 +24,7 @@ def eval_result(searcher: Searcher, job, problem, seconds: float) -> dict:
     return {"id": job.problem_id, "index": job.index, "seed": job.seed, "target": job.record.get("expression"),
             "found": text, "train_mse": train_mse, "r2": r2,
             "solved": r2 is not None and accuracy_solution(r2), "generations": len(problem.best_progression),
+            "evaluations": int(st["model_evaluations"]),
             "time": float(seconds), "well_formed_pct": st.get("well_formed_pct"), "model_time": st.get("model_time")}
 
 

@@ -6,6 +6,8 @@ package versions, time, ``source``) and records::
     expression_id, index, seed, target_expression, final_expression, final_mse,
     solved, time, trajectory, basicsr_params, sampling_params (neural runs),
     binary_operators, unary_operators, constants, num_vars, X, y (float32), source
+    (and, for a run on a user's table, variable_names, columns, target_name: x0.. shown as names[i], read from
+    columns[i])
 
 ``basicsr_params`` is the run's :class:`~nsr.config.EvolutionConfig` as a
 dict, ``sampling_params`` its :class:`~nsr.config.SamplingConfig`.
@@ -83,6 +85,9 @@ def trace_record(problem: Problem, record: dict, index: int, seed: int, elapsed:
     }
     if sampling is not None:
         out["sampling_params"] = sampling.to_dict()
+    for key in ("variable_names", "columns", "target_name"):  # a user's table: how x0.. map to its columns
+        if record.get(key) is not None:
+            out[key] = list(record[key]) if key != "target_name" else str(record[key])
     return out
 
 

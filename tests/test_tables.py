@@ -262,3 +262,17 @@ def test_json_has_no_nan(tmp_path, capsys):
     r = run_in_process("basic_sr", ["--data", data, "--output", out, "--quiet"] + FAST, capsys)
     assert r.returncode == 0, r.stderr
     json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+
+def test_cli_traces_keep_the_variable_names(tmp_path, capsys):
+    from nsr.traces import load_traces
+
+    data = write_csv(tmp_path / "t.csv", ["mass (kg)", "v", "E"], gas_rows(40))
+    out = tmp_path / "run.pkl.gz"
+    r = run_in_process("basic_sr", ["--data", data, "--traces", out, "--quiet"] + FAST, capsys)
+    assert r.returncode == 0, r.stderr
+    rec = load_traces(str(out))["records"][0]
+    assert rec["variable_names"] == ["mass_kg", "v"] and rec["columns"] == ["mass (kg)", "v"]
+    assert rec["target_name"] == "E" and len(rec["y"]) == 30 and len(rec["trajectory"]["generations"]) > 1
+    gen = rec["trajectory"]["generations"][-1]
+    assert all("mass" not in e for e in gen["expressions"])  # the search's own tokens stay x0..
