@@ -6,9 +6,10 @@ A run stops once its training MSE is <= 1e-10, so the cost at which a solved run
 the curve at budget B counts the solved runs (fresh-point R^2 >= 0.99999) whose cost is <= B. Costs per run:
 
 * evaluations: every model evaluation, constant fitting's residual and Jacobian passes included (as Operon counts);
-* core-seconds: the expert runs one problem per process on one core: its wall time. A neural batch runs its
-  problems together on the model's threads: the batch's wall time x threads, shared among its problems by the
-  generations each ran (a problem that stopped at generation 5 is charged for 5 of the batch's problem-generations).
+* core-seconds: CPU time of the process (all its threads), so the figure does not depend on what else the
+  machine runs. The expert runs one problem at a time: its CPU time. A neural batch runs its problems together on
+  the model's threads: the batch's CPU time, shared among its problems by the generations each ran (a problem that
+  stopped at generation 5 is charged for 5 of the batch's problem-generations). Everything runs in this process.
 
 Per set one PNG (two panels) and one JSON with every run:
 
@@ -29,7 +30,8 @@ from bench.bench_neural import COMPARE_SETS, load_set  # noqa: E402
 from bench.common import CpuMonitor, code_state, machine  # noqa: E402
 from nsr.config import EvolutionConfig, SamplingConfig  # noqa: E402
 from nsr.datasets import EXPRESSIONS_DIR  # noqa: E402
-from nsr.evaluation import evaluate  # noqa: E402
+from nsr.drivers import file_jobs, run_jobs  # noqa: E402
+from nsr.evaluation import eval_result  # noqa: E402
 from nsr.search import Searcher  # noqa: E402
 
 
@@ -37,16 +39,34 @@ SECONDS = (0.5, 2, 10, 50)  # per-run budgets the table reads the curves at
 EVALS = (1_000, 10_000, 100_000)
 
 
-def core_seconds(results, batch_size, threads):
-    """Per run: its share of its batch's core-seconds (neural), or its own wall time (expert: threads None)."""
-    if threads is None:
-        return [r["time"] for r in results]
+_CPU = [0.0]
+
+
+def timed_result(searcher, job, problem, seconds):
+    """``eval_result`` plus the CPU time since the previous result: a run's own (expert), or for the first
+    problem of a neural batch the whole batch's (the others ~0)."""
+    now = time.process_time()
+    r = eval_result(searcher, job, problem, seconds)
+    r["cpu"] = now - _CPU[0]
+    _CPU[0] = time.process_time()  # scoring on fresh points is not the search's cost
+    return r
+
+
+def run_set(searcher, recs, seeds, batch_size, neural):
+    """Every (seed, record) run in this process, seed-major, with ``core_seconds`` per run."""
     out = []
-    for s in range(0, len(results), batch_size):  # evaluate() keeps each seed's batches in order
-        batch = results[s:s + batch_size]
-        wall = sum(r["time"] for r in batch)  # each run's time is the batch's wall time / its size
-        gens = sum(r["generations"] for r in batch)
-        out += [threads * wall * r["generations"] / gens for r in batch]
+    for seed in seeds:
+        _CPU[0] = time.process_time()
+        res = [r for _, r in run_jobs(searcher, file_jobs(recs, seed), timed_result, batch_size, 1)]
+        if not neural:
+            for r in res:
+                r["core_seconds"] = r["cpu"]
+        for s in range(0, len(res) if neural else 0, batch_size):
+            batch = res[s:s + batch_size]
+            cpu, gens = sum(r["cpu"] for r in batch), sum(r["generations"] for r in batch)
+            for r in batch:
+                r["core_seconds"] = cpu * r["generations"] / gens
+        out += res
     return out
 
 
@@ -96,7 +116,6 @@ def main(argv=None):
     p.add_argument("--points", type=int, default=1000)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--device", default=None)
-    p.add_argument("--expert_workers", type=int, default=2)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "compute"))
     a = p.parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
@@ -114,15 +133,13 @@ def main(argv=None):
         runs = {}
         for name, sampling in searchers.items():
             searcher = Searcher(evo, sampling)
+            searcher.load()
             if sampling:  # the model's first calls (allocation, kernel choice) are not a run's cost
-                evaluate(searcher, recs[:2], a.seeds[:1], 2)
+                run_set(searcher, recs[:2], a.seeds[:1], 2, True)
             t0 = time.perf_counter()
-            res = evaluate(searcher, recs, a.seeds, a.batch_size, num_workers=1 if sampling else a.expert_workers)
+            res = run_set(searcher, recs, a.seeds, a.batch_size, bool(sampling))
             wall = time.perf_counter() - t0
             threads = searcher.neural.threads if sampling else None
-            for r, c in zip(res, [x for s in a.seeds for x in core_seconds([r for r in res if r["seed"] == s],
-                                                                               a.batch_size, threads)]):
-                r["core_seconds"] = c
             runs[name] = res
             tot_cs = sum(r["core_seconds"] for r in res)
             row = dict(set=set_name, method=name, runs=len(res), solved=sum(r["solved"] for r in res),
