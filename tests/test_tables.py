@@ -5,6 +5,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from helpers import assert_one_line_error, run_in_process
 
 from nsr.expressions import Expression, ExpressionError, format_infix, parse, to_sympy
@@ -276,3 +278,21 @@ def test_cli_traces_keep_the_variable_names(tmp_path, capsys):
     assert rec["target_name"] == "E" and len(rec["y"]) == 30 and len(rec["trajectory"]["generations"]) > 1
     gen = rec["trajectory"]["generations"][-1]
     assert all("mass" not in e for e in gen["expressions"])  # the search's own tokens stay x0..
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(raw=st.one_of(
+    st.binary(max_size=300),
+    st.lists(st.lists(st.sampled_from(["1", "-2.5", "", "nan", "x", "1e400", " 3 ", "a,b", '"q"', "inf", "0"]),
+                      min_size=1, max_size=4), min_size=1, max_size=8)
+    .map(lambda rows: "\n".join(",".join(r) for r in rows).encode())))
+def test_any_bytes_are_a_table_or_a_named_error(tmp_path, raw):
+    """Hostile input: whatever the file holds, the reader returns a checked table or raises InputError."""
+    p = tmp_path / "t.csv"
+    p.write_bytes(raw)
+    try:
+        t = read_table(str(p))
+    except InputError:
+        return
+    assert np.all(np.isfinite(t.X)) and np.all(np.isfinite(t.y)) and len(t.y) >= 2 and np.ptp(t.y) > 0
+    assert t.X.shape == (len(t.y), len(t.features)) and 1 <= len(t.features) <= 10
