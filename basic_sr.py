@@ -131,7 +131,7 @@ def fit_data(args, settings):
     say(f"data: {args.data}: {kept}; predicting {table.target!r} from {', '.join(map(repr, table.features))}")
     if table.renamed:
         say("variables: " + ", ".join(f"{n} = {c!r}" for c, n in table.renamed.items()))
-    result = fit_table(table, estimator, args.test_fraction, args.seed)
+    result = fit_table(table, estimator, args.test_fraction, args.seed, progress=not args.quiet)
     say(f"fitted on {result['data']['train_rows']:,} rows, held out {result['data']['test_rows']:,} "
         f"(seed {args.seed}); {result['search']['model_evaluations']:,} model evaluations, "
         f"{result['search']['seconds']:.1f} s\n")

@@ -22,12 +22,12 @@ def _mse(y, pred) -> float:
     return v if math.isfinite(v) else math.inf
 
 
-def fit_table(table: Table, estimator, test_fraction: float = 0.25, seed: int = 0) -> dict:
+def fit_table(table: Table, estimator, test_fraction: float = 0.25, seed: int = 0, progress: bool = False) -> dict:
     """Split ``table`` (seeded), fit ``estimator`` (a BasicSR) on the training rows, score on the rest."""
     train, test = split(len(table.y), test_fraction, seed)
     t0 = time.perf_counter()
     estimator.set_params(seed=seed)
-    estimator.fit(table.X[train], table.y[train])
+    estimator.fit(table.X[train], table.y[train], progress=progress)
     seconds = time.perf_counter() - t0
     names = table.names
     model = Expression(estimator.best_model_.tokens, names)

@@ -224,14 +224,27 @@ class BasicSR(_Estimator):
         ``params`` on top."""
         return cls(**{**DATA_PRESET, **params})
 
-    def fit(self, X, y, rng=None):
-        """Fit arrays, or a DataFrame (its column names become the variable names) and a Series."""
+    def fit(self, X, y, rng=None, progress: bool = False):
+        """Fit arrays, or a DataFrame (its column names become the variable names) and a Series; ``progress``
+        shows a bar of the evaluation budget (or of the generations, without one)."""
         X, y, names, _ = from_frame(X, y)
         if getattr(y, "ndim", 1) == 2 and y.shape[1] == 1:
             _warn_column_y()
         searcher = self.searcher()
         problem = searcher.problem(X, y, rng if rng is not None else np.random.default_rng(self.seed))
-        searcher.run([problem])
+        if not progress:
+            searcher.run([problem])
+            return self._finish(problem, names)
+        from tqdm import tqdm
+
+        budget = self.max_evaluations
+        with tqdm(total=budget or self.num_generations, unit=" evals" if budget else " gen", unit_scale=True,
+                  leave=False) as bar:
+            def tick(problems):
+                done = problems[0].stats["model_evaluations"] if budget else problems[0].generation + 1
+                bar.update(min(done, bar.total) - bar.n)
+
+            searcher.run([problem], tick=tick)
         return self._finish(problem, names)
 
 

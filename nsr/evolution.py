@@ -265,10 +265,11 @@ class Problem:
 
 
 def evolve(problems: Sequence[Problem], proposer, initializer: Callable, progress: Callable = None,
-           workers: int = 1):
+           workers: int = 1, tick: Callable = None):
     """Run every problem to its end; ``proposer.propose(active, n_children)``
     returns one :class:`Proposal` per active problem. ``progress(n)`` is told
-    of each generation in which ``n`` problems finished.
+    of each generation in which ``n`` problems finished; ``tick(problems)`` of every generation (a long single
+    fit's progress bar).
 
     ``workers`` > 1 scores the children of different problems in that many threads: constant fitting is
     compiled code that releases the GIL, and it is most of a neural batch's CPU time (the model waits on it).
@@ -278,15 +279,15 @@ def evolve(problems: Sequence[Problem], proposer, initializer: Callable, progres
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(workers, len(problems))) as pool:
-            return _evolve(problems, proposer, initializer, progress, pool)
-    return _evolve(problems, proposer, initializer, progress, None)
+            return _evolve(problems, proposer, initializer, progress, pool, tick)
+    return _evolve(problems, proposer, initializer, progress, None, tick)
 
 
 def _advance(pair):
     pair[0].advance(pair[1])
 
 
-def _evolve(problems, proposer, initializer, progress, pool):
+def _evolve(problems, proposer, initializer, progress, pool, tick=None):
     for p in problems:
         p.start(*initializer(p))
     finished = sum(p.done for p in problems)  # solved at once, or a one-generation budget
@@ -306,4 +307,6 @@ def _evolve(problems, proposer, initializer, progress, pool):
         finished = sum(p.done for p in active)
         if progress is not None and finished:
             progress(finished)
+        if tick is not None:
+            tick(problems)
     return problems

@@ -97,11 +97,12 @@ class Searcher:
         X, y = validate_xy(X, y)
         return Problem(X, y, self.evolution, rng, problem_id)
 
-    def run(self, problems, progress=None):
-        """Evolve ``problems`` together (one model call per generation serves them all)."""
+    def run(self, problems, progress=None, tick=None):
+        """Evolve ``problems`` together (one model call per generation serves them all); ``tick(problems)``
+        after every generation."""
         workers = 1
         if self.neural is not None:
             self.neural.check(problems)
             if self.evolution.constant_fitting:  # fitting is the CPU side's bulk: the model's threads share it
                 workers = self.neural.threads
-        return evolve(problems, self.proposer(), initial_population, progress=progress, workers=workers)
+        return evolve(problems, self.proposer(), initial_population, progress=progress, workers=workers, tick=tick)

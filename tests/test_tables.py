@@ -296,3 +296,15 @@ def test_any_bytes_are_a_table_or_a_named_error(tmp_path, raw):
         return
     assert np.all(np.isfinite(t.X)) and np.all(np.isfinite(t.y)) and len(t.y) >= 2 and np.ptp(t.y) > 0
     assert t.X.shape == (len(t.y), len(t.features)) and 1 <= len(t.features) <= 10
+
+
+def test_a_progress_bar_changes_nothing(capsys):
+    from nsr.estimators import BasicSR
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(1, 2, (40, 2))
+    y = X[:, 0] / X[:, 1] + rng.normal(0, 0.01, 40)
+    a = BasicSR.for_data(max_evaluations=15_000, population_size=50, seed=3).fit(X, y)
+    b = BasicSR.for_data(max_evaluations=15_000, population_size=50, seed=3).fit(X, y, progress=True)
+    assert a.best_model_ == b.best_model_ and a.problem_.front.best == b.problem_.front.best
+    assert "evals" in capsys.readouterr().err  # the bar went to stderr
