@@ -11,8 +11,8 @@ from nsr.metrics import (R2_SOLVED, SOLVED_MSE, accuracy_solution, fresh_points,
                          symbolic_solution)
 from nsr.search import Searcher
 
-ROW_KEYS = {"id", "index", "seed", "target", "found", "train_mse", "r2", "solved", "generations", "time",
-            "well_formed_pct", "model_time"}
+ROW_KEYS = {"id", "index", "seed", "target", "found", "train_mse", "r2", "solved", "generations", "evaluations",
+            "time", "well_formed_pct", "model_time"}
 
 
 def _record(expr, lo=-1.0, hi=1.0, n=30, seed=0, **extra):
@@ -91,6 +91,7 @@ def test_evaluate_rows_are_seed_major_and_solved_means_r2_on_fresh_points():
     for r in rows:
         assert set(r) == ROW_KEYS
         assert r["generations"] >= 1 and r["time"] >= 0 and r["well_formed_pct"] is None  # the expert
+        assert r["evaluations"] > 0  # the initial population at least
         if r["target"] is None:  # no truth: no R^2, never counted as solved
             assert r["r2"] is None and r["solved"] is False
         else:
