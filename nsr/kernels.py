@@ -766,6 +766,24 @@ def best_index(mse, fitness):
 
 
 @_jit
+def front_improvements(mse, sizes, kept):
+    """Indices of the individuals that beat ``kept[size]`` (the front's MSE per size), the first lowest of each
+    size; ``kept`` is updated in place. One pass: the front is offered every generation of every run."""
+    best = np.full(kept.shape[0], -1, dtype=np.int64)
+    for i in range(mse.shape[0]):
+        k = sizes[i]
+        if mse[i] < kept[k] and (best[k] < 0 or mse[i] < mse[best[k]]):  # NaN and inf never beat it
+            best[k] = i
+    n = 0
+    for k in range(kept.shape[0]):
+        if best[k] >= 0:
+            kept[k] = mse[best[k]]
+            best[n] = best[k]
+            n += 1
+    return best[:n]
+
+
+@_jit
 def next_generation(codes, lengths, cvals, ab, elite, pcodes, plengths, pcvals):
     """The new population's arrays: the elite (copied with its constants and scaling) at index 0, then the
     children; rows as wide as the wider of the two."""

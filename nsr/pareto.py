@@ -21,27 +21,28 @@ import math
 
 import numpy as np
 
+from . import kernels
+
 SELECTIONS = ("accuracy", "best")
 BEST_LOSS_FACTOR = 1.5  # PySR's: candidates for "best" lose at most this factor of the lowest loss
 _TINY = np.finfo(np.float64).tiny  # log(0) would be -inf: an exact fit scores as a loss this small
 
 
 class Front:
-    """Per program size, the lowest-MSE model seen: ``{size: (mse, model tokens)}``."""
+    """Per program size, the lowest-MSE model seen: ``best = {size: (mse, model tokens)}``."""
 
     def __init__(self):
         self.best: dict = {}
+        self._mse = np.full(64, np.inf)  # the kept MSE per size, for a vectorised test (it runs every generation)
 
     def offer(self, mse: np.ndarray, sizes: np.ndarray, tokens_of) -> None:
         """Offer a population: for each size its lowest finite MSE replaces the kept one if lower.
         ``tokens_of(i)`` gives individual ``i``'s model tokens (decoded only for the few that improve)."""
-        order = np.lexsort((mse, sizes))  # by size, then error
-        s = sizes[order]
-        firsts = order[np.r_[True, s[1:] != s[:-1]]]
-        for i in firsts.tolist():
-            m, n = float(mse[i]), int(sizes[i])
-            if math.isfinite(m) and m < self.best.get(n, (math.inf,))[0]:
-                self.best[n] = (m, tokens_of(i))
+        top = int(sizes.max())
+        if top >= len(self._mse):
+            self._mse = np.concatenate((self._mse, np.full(top + 1 - len(self._mse), np.inf)))
+        for i in kernels.front_improvements(mse, sizes, self._mse).tolist():
+            self.best[int(sizes[i])] = (float(mse[i]), tokens_of(i))
 
     def entries(self) -> list:
         """The front, by complexity: each entry strictly more accurate than every smaller one, with its score.
