@@ -34,10 +34,11 @@ def fit_table(table: Table, estimator, test_fraction: float = 0.25, seed: int = 
     Xtr, ytr, Xte, yte = table.X[train], table.y[train], table.X[test], table.y[test]
 
     def metrics(expr):
-        out = {"train_mse": _mse(ytr, expr.evaluate(Xtr)), "train_r2": r2_score(ytr, expr.evaluate(Xtr))}
+        pred = expr.evaluate(Xtr)
+        out = {"train_mse": _mse(ytr, pred), "train_r2": r2_score(ytr, pred)}
         if len(test):
-            out.update(test_mse=_mse(yte, expr.evaluate(Xte)),
-                       test_r2=r2_score(yte, expr.evaluate(Xte)) if len(test) > 1 else None)
+            pred = expr.evaluate(Xte)
+            out.update(test_mse=_mse(yte, pred), test_r2=r2_score(yte, pred) if len(test) > 1 else None)
         return out
 
     front = []

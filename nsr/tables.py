@@ -125,21 +125,23 @@ class _Rows:
                 self.first_bad = lines[int(np.argmin(ok))]
             self.dropped += int((~ok).sum())
             block = block[ok]
-        for row in block:
-            self.seen += 1
-            if self.n < self.max_rows:
-                if self.n == len(self.buf):
-                    self.buf = np.resize(self.buf, (min(2 * len(self.buf), self.max_rows), self.buf.shape[1]))
-                self.buf[self.n] = row
-                self.n += 1
-            elif not self.subsample:
+        room = min(len(block), self.max_rows - self.n)  # rows that fit: copied as one block
+        if room:
+            if self.n + room > len(self.buf):
+                size = min(max(2 * len(self.buf), self.n + room), self.max_rows)
+                self.buf = np.resize(self.buf, (size, self.buf.shape[1]))
+            self.buf[self.n:self.n + room] = block[:room]
+            self.n += room
+            self.seen += room
+        for row in block[room:]:
+            if not self.subsample:
                 raise InputError(f"{_where(self.path)}more than {self.max_rows:,} rows (the limit, --max_rows; "
                                  f"memory is max_rows x columns x 8 bytes): pass --subsample to fit a seeded random "
                                  f"sample of {self.max_rows:,} rows, or raise --max_rows")
-            else:
-                j = int(self.rng.integers(0, self.seen))  # Algorithm R: every row kept with equal chance
-                if j < self.max_rows:
-                    self.buf[j] = row
+            self.seen += 1
+            j = int(self.rng.integers(0, self.seen))  # Algorithm R: every row kept with equal chance
+            if j < self.max_rows:
+                self.buf[j] = row
 
     def finish(self):
         if self.dropped and not self.drop_missing:
