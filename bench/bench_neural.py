@@ -81,7 +81,8 @@ def speed(args):
     recs = load_expressions(HELDOUT_EXPRESSIONS)["records"]
     searcher = Searcher(EvolutionConfig(population_size=args.population_size, num_generations=args.speed_generations,
                                         early_stop=False, constant_fitting=args.constant_fitting),
-                        SamplingConfig(checkpoint=args.checkpoint, device=args.device))
+                        SamplingConfig(checkpoint=args.checkpoint, device=args.device, forward=args.forward,
+                                       dtype=args.dtype))
     ck = searcher.load()
     cuda = ck.device.type == "cuda"
     # warm up (allocator, kernels) outside the timings
@@ -250,6 +251,10 @@ def main():
     p.add_argument("--plot", default=None)
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--device", default=None)
+    p.add_argument("--forward", default="auto", choices=["auto", "tree", "transformers"],
+                   help="speed: the model forward sampling runs (nsr/forward.py)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float64"],
+                   help="speed: the model's dtype (default: the toolkit's, float32 on CPU)")
     p.add_argument("--population_size", type=int, default=20)
     p.add_argument("--generations", type=int, nargs="+", default=[20, 50])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -260,6 +260,9 @@ class SamplingConfig(Config):
                         Float(0.0, 1.0))
     constrained: bool = param(True, "grammar-constrained decoding (off only to measure the raw model)", BOOL,
                               cli=False)
+    forward: str = param("auto", "the model's forward for sampling: 'tree' (written out, nsr/forward.py), "
+                                 "'transformers' (the reference), 'auto' (tree wherever the checkpoint allows)",
+                         Rule("str", choices=("auto", "tree", "transformers")))
     dtype: Optional[str] = param(None, "model dtype (default: bfloat16 on CUDA, float32 on CPU)",
                                  Rule("str", choices=("float32", "float64", "bfloat16"), optional=True), cli=False)
 

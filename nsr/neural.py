@@ -3,7 +3,7 @@
 One model call per generation serves every problem in the batch: all prompts
 are prefilled together (each prompt once), then all children of a prompt are
 decoded in that prompt's row, step by step, each child attending to the
-prompt and to itself only (:func:`~nsr.model.owner_mask`), under
+prompt and to itself only (tree attention, :mod:`nsr.forward`), under
 :class:`~nsr.decoding.GrammarMask`. Problems whose children
 are all finished are dropped from the batch as decoding goes on.
 
@@ -24,7 +24,8 @@ from .config import SamplingConfig
 from .decoding import GrammarMask, sample_from_logits
 from .evolution import NEURAL, Problem, Proposal
 from .expressions import subtrees
-from .model import DUMMY, NOBODY, PROMPT, attention_backends, load_checkpoint, owner_mask, prefill, run
+from .forward import make_decoder
+from .model import attention_backends, load_checkpoint, prefill, run
 from .prompt import StateEncoder, rank_members
 from .safe_io import InputError
 
@@ -64,6 +65,7 @@ class NeuralProposer:
         self.sampling = sampling
         self._ck = None
         self._encoder = None
+        self._decoder = None
         self.stats = {"calls": 0, "model_time": 0.0, "proposals": 0, "well_formed": 0, "rows": 0}
 
     # -- loading ---------------------------------------------------------------
@@ -151,9 +153,18 @@ class NeuralProposer:
         proc.update(tok)
         return tok
 
+    def decoder(self):
+        """The forward pass sampling runs (:mod:`nsr.forward`), built once per checkpoint."""
+        if self._decoder is None:
+            try:
+                self._decoder = make_decoder(self.load().model, self.sampling.forward)
+            except ValueError as e:
+                raise InputError(f"{self.sampling.checkpoint}: {e}") from None
+        return self._decoder
+
     def _sample_one_step(self, prompts, counts, allowed, max_size, uniforms):
-        """All children of a prompt decode in the prompt's row, sharing its cache (tree
-        attention, :func:`~nsr.model.owner_mask`); each step computes only the children
+        """All children of a prompt decode in the prompt's row, attending to the prompt and to
+        themselves (tree attention, :mod:`nsr.forward`); each step computes only the children
         still being written, and rows whose children are all done leave the batch."""
         ck = self.load()
         live = [i for i, c in enumerate(counts) if c > 0]
@@ -163,7 +174,8 @@ class NeuralProposer:
             return result
         dev, V = ck.device, len(ck.vocab)
         C = max(counts[i] for i in live)
-        cache, last, pmask, plen = prefill(ck.model, [prompts[i] for i in live], ck.vocab.pad, dev)
+        dec = self.decoder().session()
+        last = dec.prefill([prompts[i] for i in live], ck.vocab.pad, dev, C, steps)
         B = len(live)
         allow = torch.from_numpy(np.stack([allowed[i] for i in live])).to(dev).repeat_interleave(C, 0)
         proc = GrammarMask(ck.vocab, allow, max_size, None, self.sampling.constrained)
@@ -177,7 +189,6 @@ class NeuralProposer:
         out = torch.full((B * C, steps), ck.vocab.pad, dtype=torch.long)
         U = U.to(dev)
         problems_alive = torch.arange(B, device=dev)
-        owner = torch.where(pmask.bool(), PROMPT, NOBODY)
         children = torch.arange(C, device=dev)
         logits = last.repeat_interleave(C, 0)
         for t in range(steps):
@@ -190,21 +201,20 @@ class NeuralProposer:
                 break
             if n_busy < len(problems_alive):  # drop problems whose children are all finished
                 keep = busy.nonzero()[:, 0]
-                cache.reorder_cache(keep)
-                plen, owner, problems_alive = plen[keep], owner[keep], problems_alive[keep]
+                dec.keep(keep)
+                problems_alive = problems_alive[keep]
                 proc.select((keep[:, None] * C + children[None, :]).reshape(-1))
                 tok, writing = tok.view(-1, C)[keep].reshape(-1), writing[keep]
             nb = len(problems_alive)
-            # the children still writing, packed left: slot j of row b computes child order[b, j]
-            n_writing = writing.sum(1)
-            S = int(n_writing.max())
-            order = torch.argsort((~writing).to(torch.int8), dim=1, stable=True)[:, :S]
-            used = torch.arange(S, device=dev)[None, :] < n_writing[:, None]
+            if dec.packs:  # the children still writing, packed left: slot j of row b computes child order[b, j]
+                n_writing = writing.sum(1)
+                S = int(n_writing.max())
+                order = torch.argsort((~writing).to(torch.int8), dim=1, stable=True)[:, :S]
+                used = torch.arange(S, device=dev)[None, :] < n_writing[:, None]
+            else:  # every child in its own slot
+                order, used = children.expand(nb, C), writing
             tok_in = torch.where(used, tok.view(nb, C).gather(1, order), ck.vocab.pad)
-            owner = torch.cat([owner, torch.where(used, order, NOBODY)], dim=1)
-            step_logits = run(ck.model, cache, input_ids=tok_in,
-                              attention_mask=owner_mask(owner, torch.where(used, order, DUMMY)),
-                              position_ids=(plen[:, None] + t).expand(nb, S)).logits
+            step_logits = dec.step(tok_in, order, used, t)
             logits = torch.zeros((nb * C, V), dtype=step_logits.dtype, device=dev)
             logits[(torch.arange(nb, device=dev)[:, None] * C + order)[used]] = step_logits[used]
         out = out.numpy()

@@ -77,6 +77,14 @@ def test_every_model_forward_runs_without_cudnn_attention(tmp_path, capsys, expe
         return orig(self, *a, **kw)
 
     monkeypatch.setattr(LlamaForCausalLM, "forward", spy)
+    import nsr.forward as forward_mod
+
+    for name in ("prefill", "step"):  # the written-out forward calls torch's attention directly
+        def tree_spy(self, *a, _orig=getattr(forward_mod.TreeDecoder, name)):
+            seen[phase[0]].append(torch.backends.cuda.cudnn_sdp_enabled())
+            return _orig(self, *a)
+
+        monkeypatch.setattr(forward_mod.TreeDecoder, name, tree_spy)
     assert torch.backends.cuda.cudnn_sdp_enabled()
     proc = run_in_process("training.train", ["--traces", expert_trace, "--steps", 3, "--output_dir", tmp_path,
                                              "--name", "sdpa"] + TRAIN_ARGS + ["--eval_every", 3], capsys)

@@ -161,14 +161,15 @@ def test_problems_finished_early_drop_out_of_the_batch(tiny_checkpoint, monkeypa
     X0 = np.linspace(-1, 1, 15)[:, None]
     X_list = [recs[0]["X"], X0, recs[1]["X"]]
     y_list = [recs[0]["y"], X0[:, 0] * X0[:, 0], recs[1]["y"]]  # x0*x0 is a seed of the initial population
+    import nsr.forward as forward_mod
+
     calls = []
-    orig = neural_mod.prefill
+    for cls in (forward_mod.TreeDecoder, forward_mod.TransformersDecoder):
+        def spy(self, prompts, *a, _orig=cls.prefill):
+            calls.append(len(prompts))
+            return _orig(self, prompts, *a)
 
-    def spy(model, prompts, pad, dev):
-        calls.append(len(prompts))
-        return orig(model, prompts, pad, dev)
-
-    monkeypatch.setattr(neural_mod, "prefill", spy)
+        monkeypatch.setattr(cls, "prefill", spy)
     sr = BatchedNeuralSR(tiny_checkpoint, population_size=8, num_generations=4, seed=0)
     models, mses, trajs = sr.batched_fit(X_list, y_list)
     assert mses[1] <= 1e-10 and len(trajs[1]["generations"]) == 1 and str(models[1]) == "(x0 * x0)"
